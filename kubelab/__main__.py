@@ -1,0 +1,5 @@
+import sys
+
+from kubelab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""Where kubelab keeps what it makes. Nothing here is committed (.gitignore)."""
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = REPO / "kubelab.yaml"
+TEMPLATES = REPO / "templates"
+# Per-lab state: ssh config, lab ssh key, secrets. KUBELAB_STATE moves it (tests do).
+STATE = Path(os.environ.get("KUBELAB_STATE", REPO / ".kubelab"))
+# Built images outlive a checkout: CI's fresh clones on the same machine reuse them.
+IMAGE_CACHE = Path(os.environ.get("KUBELAB_IMAGE_CACHE", "/var/cache/kubelab/images"))
+
+
+def spec_path():
+    """The spec the native commands (pyinfra, pytest) read: $KUBELAB_SPEC or kubelab.yaml."""
+    return Path(os.environ.get("KUBELAB_SPEC", DEFAULT_SPEC))
+
+
+def lab_dir(plan):
+    path = STATE / plan.name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def ssh_config(plan):
+    """The ssh config `kubelab up` writes and inventory.py / testinfra read."""
+    return Path(os.environ.get("KUBELAB_SSH_CONFIG", STATE / plan.name / "ssh_config"))

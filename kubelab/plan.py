@@ -1,0 +1,221 @@
+"""The address plan: every host, NIC, address, MAC and range, computed from the spec.
+
+This is the only module that computes an address. Everything else (Vagrantfile,
+inventory, dnsmasq config, container lab, tests) reads the Plan.
+"""
+import hashlib
+from dataclasses import dataclass, field, asdict
+
+from netaddr import IPAddress, IPNetwork
+
+from kubelab import validate
+from kubelab.spec import load_spec
+
+# Deploy order of the groups; `kubernetes` is masters + workers.
+GROUPS = ["gateway", "loadbalancers", "masters", "workers", "storage"]
+
+
+@dataclass
+class IPRange:
+    first: IPAddress
+    last: IPAddress
+
+    @classmethod
+    def parse(cls, text):
+        first, _, last = str(text).partition("-")
+        return cls(IPAddress(first.strip()), IPAddress(last.strip()))
+
+    def __contains__(self, address):
+        return self.first <= IPAddress(address) <= self.last
+
+    def overlaps(self, other):
+        return self.first <= other.last and other.first <= self.last
+
+    def __len__(self):
+        return int(self.last) - int(self.first) + 1
+
+    def __str__(self):
+        return f"{self.first}-{self.last}"
+
+
+@dataclass
+class Network:
+    name: str
+    index: int            # NIC order: internal network i is eth(i+1) on the gateway
+    cidr: IPNetwork
+    gateway: IPAddress
+    dhcp: IPRange
+    hosts_from: IPAddress
+    host_ip: IPAddress    # the VM host's own address on this network (libvirt)
+
+    @property
+    def netmask(self):
+        return self.cidr.netmask
+
+
+@dataclass
+class Nic:
+    network: str          # an internal network name, or "mgmt"
+    device: str           # eth0 is management; eth1.. follow in plan order
+    address: IPAddress
+    prefixlen: int
+    mac: str
+
+
+@dataclass
+class Host:
+    name: str
+    fqdn: str
+    group: str
+    index: int            # position in the whole fleet; seeds the MACs
+    cpus: int
+    memory: int           # MiB
+    data_disk: int        # GiB, 0 for none
+    mgmt: Nic
+    nics: list = field(default_factory=list)   # internal NICs, eth1..
+
+    def nic(self, network):
+        return next(n for n in self.nics if n.network == network)
+
+    @property
+    def address(self):
+        """The host's main internal address (the gateway's is on its first network)."""
+        return self.nics[0].address
+
+
+@dataclass
+class Plan:
+    name: str
+    domain: str
+    supernet: IPNetwork
+    upstream_dns: list
+    networks: list
+    management: IPNetwork
+    management_host_ip: IPAddress   # the lab side of the management network (ssh from here)
+    hosts: list
+    kubernetes_version: str
+    pod_cidr: IPNetwork
+    service_cidr: IPNetwork
+    api_vip: IPAddress
+    api_port: int
+    api_name: str
+    metallb_pool: IPRange
+    boxes: dict
+    default_provider: str
+    ssh_hosts: dict
+    spec: dict
+    warnings: list = field(default_factory=list)
+
+    def network(self, name):
+        return next(n for n in self.networks if n.name == name)
+
+    def group(self, name):
+        if name == "kubernetes":
+            return self.group("masters") + self.group("workers")
+        return [h for h in self.hosts if h.group == name]
+
+    def host(self, name):
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def gateway(self):
+        return self.group("gateway")[0]
+
+    def to_dict(self):
+        return _plain(asdict(self) | {"spec": None})
+
+
+def _plain(value):
+    """Make asdict() output JSON-friendly: addresses and ranges become strings."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k != "spec"}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (IPAddress, IPNetwork, IPRange)):
+        return str(value)
+    return value
+
+
+def mac_for(lab, host_index, nic_index):
+    """Deterministic, locally administered MAC: unique per NIC in a lab, distinct across labs."""
+    lab_byte = hashlib.sha256(lab.encode()).digest()[0]
+    octets = [0x52, 0x54, lab_byte, nic_index, host_index >> 8 & 0xFF, host_index & 0xFF]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def _host_names(spec):
+    """(group, name, group spec) for every planned host, in deploy order."""
+    for group in GROUPS:
+        g = spec["hosts"][group]
+        if group == "gateway":
+            yield group, g["name"], g
+        else:
+            for i in range(1, g["count"] + 1):
+                yield group, f"{g['prefix']}{i:02d}", g
+
+
+def _networks(spec):
+    networks = []
+    for index, (name, n) in enumerate(spec["networks"].items()):
+        cidr = IPNetwork(n["cidr"])
+        gateway = IPAddress(n["gateway"])
+        # The VM host's address: the last address below the gateway (the plan checks it is free).
+        host_ip = IPAddress(int(gateway) - 1)
+        networks.append(Network(name, index, cidr, gateway, IPRange.parse(n["dhcp"]),
+                                IPAddress(n["hosts_from"]), host_ip))
+    return networks
+
+
+def _build_hosts(spec, networks):
+    lab = spec["name"]
+    mgmt = IPNetwork(spec["management"]["cidr"])
+    mgmt_next = int(IPAddress(spec["management"]["hosts_from"]))
+    next_address = {n.name: int(n.hosts_from) for n in networks}
+    hosts = []
+    for index, (group, name, g) in enumerate(_host_names(spec)):
+        mgmt_nic = Nic("mgmt", "eth0", IPAddress(mgmt_next + index), mgmt.prefixlen,
+                       mac_for(lab, index, 0))
+        host = Host(name, f"{name}.{spec['domain']}", group, index, g["cpus"], g["memory"],
+                    g.get("data_disk", 0), mgmt_nic)
+        if group == "gateway":
+            legs = [(n, n.gateway) for n in networks]
+        else:
+            net = next((n for n in networks if n.name == g["network"]), None)
+            if net is None:     # reported by validate; plan the host without internal NIC
+                legs = []
+            else:
+                legs = [(net, IPAddress(next_address[net.name]))]
+                next_address[net.name] += 1
+        for nic_no, (net, address) in enumerate(legs, start=1):
+            mac = spec.get("ssh_hosts", {}).get(name, {}).get("macs", {}).get(net.name)
+            host.nics.append(Nic(net.name, f"eth{nic_no}", address, net.cidr.prefixlen,
+                                 mac or mac_for(lab, index, nic_no)))
+        hosts.append(host)
+    return hosts
+
+
+def build_plan(spec):
+    """The Plan for a schema-checked spec. Call validate.check(plan) before using it."""
+    networks = _networks(spec)
+    k8s = spec["kubernetes"]
+    mgmt = IPNetwork(spec["management"]["cidr"])
+    return Plan(
+        name=spec["name"], domain=spec["domain"], supernet=IPNetwork(spec["supernet"]),
+        upstream_dns=[IPAddress(a) for a in spec["upstream_dns"]],
+        networks=networks, management=mgmt, management_host_ip=IPAddress(mgmt.first + 1),
+        hosts=_build_hosts(spec, networks),
+        kubernetes_version=k8s["version"], pod_cidr=IPNetwork(k8s["pod_cidr"]),
+        service_cidr=IPNetwork(k8s["service_cidr"]), api_vip=IPAddress(k8s["api_vip"]),
+        api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
+        metallb_pool=IPRange.parse(k8s["metallb_pool"]),
+        boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
+        ssh_hosts=spec.get("ssh_hosts", {}), spec=spec)
+
+
+def load_plan(path="kubelab.yaml"):
+    """Spec file -> validated Plan. Raises SpecError listing every problem at once."""
+    spec = load_spec(path)
+    validate.check_addresses(spec, path)
+    plan = build_plan(spec)
+    validate.check(plan, path)
+    return plan

@@ -1,0 +1,258 @@
+"""What the spec's values mean together: every rule here runs before anything is touched.
+
+check_addresses() makes sure every address parses; check() then runs the rules on the
+Plan and raises one SpecError with every problem, each naming its field and the fix.
+"""
+import re
+
+from netaddr import AddrFormatError, IPAddress, IPNetwork
+
+from kubelab.spec import SUPPORTED_KUBERNETES, Problem, SpecError
+
+# What a role needs at the least (MiB of memory, CPUs): kubeadm's preflight wants
+# 2 CPUs and 1700 MiB on a control-plane node; glusterd and pacemaker are small.
+ROLE_MINIMUM = {"gateway": (256, 1), "loadbalancers": (256, 1), "masters": (1700, 2),
+                "workers": (1024, 1), "storage": (512, 1)}
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _address_fields(spec):
+    """(path, value, kind) of every address-like field in a schema-checked spec."""
+    yield "supernet", spec["supernet"], "cidr"
+    for i, a in enumerate(spec["upstream_dns"]):
+        yield f"upstream_dns.{i}", a, "ip"
+    for name, n in spec["networks"].items():
+        for key, kind in (("cidr", "cidr"), ("gateway", "ip"), ("dhcp", "range"),
+                          ("hosts_from", "ip")):
+            yield f"networks.{name}.{key}", n[key], kind
+    yield "management.cidr", spec["management"]["cidr"], "cidr"
+    yield "management.hosts_from", spec["management"]["hosts_from"], "ip"
+    k = spec["kubernetes"]
+    for key, kind in (("pod_cidr", "cidr"), ("service_cidr", "cidr"), ("api_vip", "ip"),
+                      ("metallb_pool", "range")):
+        yield f"kubernetes.{key}", k[key], kind
+    for name, h in spec.get("ssh_hosts", {}).items():
+        for net, mac in h.get("macs", {}).items():
+            yield f"ssh_hosts.{name}.macs.{net}", mac, "mac"
+
+
+def _parse_error(value, kind):
+    try:
+        if kind == "ip":
+            IPAddress(value, flags=0)
+            if "/" in value or value.count(".") != 3:
+                raise AddrFormatError(value)
+        elif kind == "cidr":
+            net = IPNetwork(value)
+            if net.ip != net.network:
+                return f"has host bits set; write {net.cidr}"
+        elif kind == "range":
+            first, sep, last = value.partition("-")
+            if not sep:
+                return "write a range as first-last, e.g. 192.168.1.50-192.168.1.200"
+            if IPAddress(first.strip()) > IPAddress(last.strip()):
+                return "the first address is after the last; swap them"
+        elif kind == "mac" and not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", value.lower()):
+            return "not a MAC address; write it as aa:bb:cc:dd:ee:ff"
+    except (AddrFormatError, ValueError, TypeError):
+        examples = {"ip": "192.168.1.254", "cidr": "192.168.1.0/24",
+                    "range": "192.168.1.50-192.168.1.200"}
+        return f"not a valid {'address' if kind == 'ip' else kind}; e.g. {examples[kind]}"
+    return None
+
+
+def check_addresses(spec, source):
+    problems = [Problem(path, value, err) for path, value, kind in _address_fields(spec)
+                if (err := _parse_error(value, kind))]
+    if problems:
+        raise SpecError(source, problems)
+
+
+def check(plan, source):
+    """Raise SpecError with every problem in the plan; keep warnings on plan.warnings."""
+    problems = []
+    for rule in (_names, _network_layout, _kubernetes_ranges, _dhcp_ranges, _host_addresses,
+                 _group_sizes, _resources, _version, _ssh_hosts):
+        problems.extend(rule(plan))
+    if problems:
+        raise SpecError(source, problems)
+    plan.warnings = list(_warnings(plan))
+    return plan
+
+
+def _names(plan):
+    if not DNS_LABEL.match(plan.name):
+        yield Problem("name", plan.name, "must be a DNS label: lower-case letters, digits, '-'")
+    if not all(DNS_LABEL.match(part) for part in plan.domain.split(".")):
+        yield Problem("domain", plan.domain, "must be DNS labels joined by dots, e.g. kube.local")
+    seen = {}
+    for host in plan.hosts:
+        path = _group_path(plan, host.group)
+        if not DNS_LABEL.match(host.name):
+            yield Problem(path, host.name, "host names must be DNS labels (lower-case letters, "
+                                           "digits and '-', at most 63); change the prefix or name")
+        if host.name in seen:
+            yield Problem(path, host.name, f"host name is also planned by {seen[host.name]}; "
+                                           "give the groups different prefixes")
+        seen.setdefault(host.name, path)
+
+
+def _group_path(plan, group):
+    spec_group = plan.spec["hosts"][group]
+    return f"hosts.{group}.name" if group == "gateway" else f"hosts.{group}.prefix"
+
+
+def _network_layout(plan):
+    nets = [(f"networks.{n.name}.cidr", n.cidr) for n in plan.networks]
+    for path, cidr in nets:
+        if cidr not in plan.supernet:
+            yield Problem(path, str(cidr), f"lies outside supernet {plan.supernet}; "
+                                           "move it inside or widen supernet")
+    nets.append(("management.cidr", plan.management))
+    for i, (path, cidr) in enumerate(nets):
+        for other_path, other in nets[:i]:
+            if _overlap(cidr, other):
+                yield Problem(path, str(cidr), f"overlaps {other_path} ({other}); "
+                                               "give every network its own range")
+    for n in plan.networks:
+        path = f"networks.{n.name}"
+        if not _usable(n.cidr, n.gateway):
+            yield Problem(f"{path}.gateway", str(n.gateway),
+                          f"must be a usable address inside {n.cidr}")
+
+
+def _overlap(a, b):
+    return a.first <= b.last and b.first <= a.last
+
+
+def _usable(cidr, address):
+    return cidr.first < int(address) < cidr.last
+
+
+def _kubernetes_ranges(plan):
+    host_nets = [(f"networks.{n.name}.cidr", n.cidr) for n in plan.networks]
+    host_nets.append(("management.cidr", plan.management))
+    for key in ("pod_cidr", "service_cidr"):
+        cidr = getattr(plan, key)
+        for path, net in host_nets:
+            if _overlap(cidr, net):
+                yield Problem(f"kubernetes.{key}", str(cidr), f"overlaps host network {path} "
+                              f"({net}); pick a range no host network uses")
+    if _overlap(plan.pod_cidr, plan.service_cidr):
+        yield Problem("kubernetes.service_cidr", str(plan.service_cidr),
+                      f"overlaps kubernetes.pod_cidr ({plan.pod_cidr}); pick separate ranges")
+    lb_net = _group_network(plan, "loadbalancers")
+    if lb_net and not _usable(lb_net.cidr, plan.api_vip):
+        yield Problem("kubernetes.api_vip", str(plan.api_vip), f"must be inside the load "
+                      f"balancers' network {lb_net.name} ({lb_net.cidr}), where HAProxy holds it")
+    node_net = _group_network(plan, "workers")
+    pool = plan.metallb_pool
+    if node_net and not (_usable(node_net.cidr, pool.first) and _usable(node_net.cidr, pool.last)):
+        yield Problem("kubernetes.metallb_pool", str(pool), f"must be inside the workers' "
+                      f"network {node_net.name} ({node_net.cidr}): MetalLB layer 2 answers ARP there")
+
+
+def _group_network(plan, group):
+    name = plan.spec["hosts"][group]["network"]
+    return next((n for n in plan.networks if n.name == name), None)
+
+
+def _reserved(plan, network):
+    """(what, address) of every fixed address on a network, DHCP pool excluded."""
+    items = [(f"networks.{network.name}.gateway", network.gateway),
+             (f"the VM host's address on {network.name}", network.host_ip)]
+    items += [(f"host {h.name}", h.nic(network.name).address)
+              for h in plan.hosts if h.group != "gateway" and
+              any(n.network == network.name for n in h.nics)]
+    if plan.api_vip in network.cidr:
+        items.append(("kubernetes.api_vip", plan.api_vip))
+    return items
+
+
+def _dhcp_ranges(plan):
+    for n in plan.networks:
+        path = f"networks.{n.name}.dhcp"
+        if not (_usable(n.cidr, n.dhcp.first) and _usable(n.cidr, n.dhcp.last)):
+            yield Problem(path, str(n.dhcp), f"must lie inside its subnet {n.cidr}")
+            continue
+        for what, address in _reserved(plan, n):
+            if address in n.dhcp:
+                yield Problem(path, str(n.dhcp), f"contains {address} ({what}); "
+                              "shrink the range or move the address out of it")
+        if n.dhcp.overlaps(plan.metallb_pool):
+            yield Problem(path, str(n.dhcp), f"overlaps kubernetes.metallb_pool "
+                          f"({plan.metallb_pool}); the two must not hand out the same address")
+
+
+def _host_addresses(plan):
+    for n in plan.networks:
+        hosts = [(f"host {h.name}", h.nic(n.name).address) for h in plan.hosts
+                 if h.group != "gateway" and any(x.network == n.name for x in h.nics)]
+        fixed = [(f"networks.{n.name}.gateway", n.gateway),
+                 (f"the VM host's address on {n.name}", n.host_ip),
+                 ("kubernetes.api_vip", plan.api_vip)]
+        for what, address in hosts:
+            if not _usable(n.cidr, address):
+                yield Problem(f"networks.{n.name}.hosts_from", str(n.hosts_from),
+                              f"{what} would get {address}, outside {n.cidr}: more hosts than "
+                              "the subnet holds from there; lower hosts_from or the count")
+                break
+            clash = [w for w, a in fixed if a == address]
+            if address in plan.metallb_pool:
+                clash.append("kubernetes.metallb_pool")
+            if clash:
+                yield Problem(f"networks.{n.name}.hosts_from", str(n.hosts_from),
+                              f"{what} would get {address}, which is {clash[0]}; "
+                              "move hosts_from or lower the count")
+    for h in plan.hosts:
+        if not _usable(plan.management, h.mgmt.address):
+            yield Problem("management.hosts_from", str(plan.spec["management"]["hosts_from"]),
+                          f"host {h.name} would get {h.mgmt.address}, outside "
+                          f"{plan.management}; lower hosts_from or widen the network")
+            break
+
+
+def _group_sizes(plan):
+    names = {n.name for n in plan.networks}
+    for group in ("loadbalancers", "masters", "workers", "storage"):
+        net = plan.spec["hosts"][group]["network"]
+        if net not in names:
+            yield Problem(f"hosts.{group}.network", net,
+                          f"no such network; use one of {', '.join(sorted(names))}")
+    masters = len(plan.group("masters"))
+    if masters == 0 or masters % 2 == 0:
+        yield Problem("hosts.masters.count", masters, "etcd needs an odd number of masters "
+                      "(1, 3, 5) to keep quorum; an even count adds no failure tolerance")
+    if len(plan.group("storage")) < 3:
+        yield Problem("hosts.storage.count", len(plan.group("storage")),
+                      "a replica 3 Gluster volume needs at least 3 storage hosts")
+
+
+def _resources(plan):
+    for group, (memory, cpus) in ROLE_MINIMUM.items():
+        spec = plan.spec["hosts"][group]
+        if spec["memory"] < memory:
+            yield Problem(f"hosts.{group}.memory", spec["memory"],
+                          f"{group} need at least {memory} MiB")
+        if spec["cpus"] < cpus:
+            yield Problem(f"hosts.{group}.cpus", spec["cpus"], f"{group} need at least {cpus}")
+
+
+def _version(plan):
+    if plan.kubernetes_version not in SUPPORTED_KUBERNETES:
+        yield Problem("kubernetes.version", plan.kubernetes_version,
+                      f"not a supported minor version; use one of {SUPPORTED_KUBERNETES}")
+
+
+def _ssh_hosts(plan):
+    names = {h.name for h in plan.hosts}
+    for name in plan.ssh_hosts:
+        if name not in names:
+            yield Problem(f"ssh_hosts.{name}", name, "not a planned host; use one of the names "
+                          "`kubelab plan` lists")
+
+
+def _warnings(plan):
+    if len(plan.group("loadbalancers")) < 2:
+        yield ("hosts.loadbalancers.count: fewer than 2 HAProxy hosts, so the API VIP "
+               f"{plan.api_vip} has nowhere to fail over to; set count: 2 for high availability")
