@@ -1,0 +1,204 @@
+"""Every validation rule, each with a malformed spec: all problems reported at once,
+each naming its field; nothing is written."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from kubelab.paths import DEFAULT_SPEC, REPO
+from kubelab.plan import load_plan
+from kubelab.spec import SpecError
+
+
+def write_spec(tmp_path, overrides, name="spec.yaml"):
+    """A spec that extends the default one with `overrides` (deep-merged)."""
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"extends": str(DEFAULT_SPEC), **overrides}))
+    return path
+
+
+def problems(tmp_path, overrides):
+    with pytest.raises(SpecError) as err:
+        load_plan(write_spec(tmp_path, overrides))
+    return err.value.problems
+
+
+def paths(tmp_path, overrides):
+    return [p.path for p in problems(tmp_path, overrides)]
+
+
+def test_default_spec_and_examples_are_valid():
+    for spec in [DEFAULT_SPEC, *sorted((REPO / "examples").glob("*.yaml"))]:
+        assert load_plan(spec).hosts
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    found = problems(tmp_path, {"hosts": {"masters": {"memroy": 4096}}})
+    assert [p.path for p in found] == ["hosts.masters.memroy"]
+    assert "did you mean 'memory'" in found[0].message
+
+
+def test_unknown_top_level_key(tmp_path):
+    assert paths(tmp_path, {"netwroks": {}}) == ["netwroks"]
+
+
+def test_wrong_type(tmp_path):
+    found = problems(tmp_path, {"hosts": {"workers": {"count": "two"}}})
+    assert [p.path for p in found] == ["hosts.workers.count"]
+    assert "integer" in found[0].message
+
+
+def test_missing_key(tmp_path):
+    spec = yaml.safe_load(DEFAULT_SPEC.read_text())
+    del spec["kubernetes"]["api_vip"]
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError) as err:
+        load_plan(path)
+    assert [p.path for p in err.value.problems] == ["kubernetes.api_vip"]
+
+
+def test_unparseable_address(tmp_path):
+    assert paths(tmp_path, {"networks": {"mast": {"gateway": "192.168.1.300"}}}) == \
+        ["networks.mast.gateway"]
+
+
+def test_overlapping_networks(tmp_path):
+    found = paths(tmp_path, {"networks": {"glus": {"cidr": "192.168.2.0/23"}}})
+    assert "networks.glus.cidr" in found
+
+
+def test_network_outside_supernet(tmp_path):
+    assert "networks.dmz.cidr" in paths(tmp_path, {"supernet": "192.168.0.0/22"})
+
+
+def test_pod_cidr_overlapping_a_host_network(tmp_path):
+    found = problems(tmp_path, {"kubernetes": {"pod_cidr": "192.168.0.0/20"}})
+    assert {p.path for p in found} == {"kubernetes.pod_cidr"}
+    assert "networks.mast.cidr" in found[0].message
+
+
+def test_service_cidr_overlapping_management(tmp_path):
+    assert paths(tmp_path, {"kubernetes": {"service_cidr": "192.168.121.0/24"}}) == \
+        ["kubernetes.service_cidr"]
+
+
+def test_pod_and_service_cidr_overlap(tmp_path):
+    assert paths(tmp_path, {"kubernetes": {"service_cidr": "10.244.128.0/17"}}) == \
+        ["kubernetes.service_cidr"]
+
+
+def test_dhcp_range_outside_its_subnet(tmp_path):
+    # The seed's own slip: the glus range written inside the node subnet.
+    found = paths(tmp_path, {"networks": {"glus": {"dhcp": "192.168.2.50-192.168.2.200"}}})
+    assert found == ["networks.glus.dhcp"]
+
+
+def test_dhcp_range_over_reserved_hosts_and_gateway(tmp_path):
+    found = problems(tmp_path, {"networks": {"mast": {"dhcp": "192.168.1.2-192.168.1.254"}}})
+    messages = " ".join(p.message for p in found if p.path == "networks.mast.dhcp")
+    assert "kube-mast01" in messages and "networks.mast.gateway" in messages
+
+
+def test_dhcp_range_over_vip(tmp_path):
+    found = problems(tmp_path, {"networks": {"dmz": {"dhcp": "192.168.4.15-192.168.4.200"}}})
+    assert any(p.path == "networks.dmz.dhcp" and "api_vip" in p.message for p in found)
+
+
+def test_dhcp_range_over_metallb_pool(tmp_path):
+    found = problems(tmp_path, {"networks": {"node": {"dhcp": "192.168.2.40-192.168.2.200"}}})
+    assert any(p.path == "networks.node.dhcp" and "metallb_pool" in p.message for p in found)
+
+
+def test_vip_outside_dmz(tmp_path):
+    assert paths(tmp_path, {"kubernetes": {"api_vip": "192.168.1.20"}}) == ["kubernetes.api_vip"]
+
+
+def test_metallb_pool_outside_node_network(tmp_path):
+    assert paths(tmp_path, {"kubernetes": {"metallb_pool": "192.168.3.210-192.168.3.220"}}) == \
+        ["kubernetes.metallb_pool"]
+
+
+def test_more_hosts_than_the_subnet_holds(tmp_path):
+    found = problems(tmp_path, {"hosts": {"workers": {"count": 60}}})
+    assert any(p.path == "networks.node.hosts_from" and "outside" in p.message for p in found)
+
+
+def test_host_addresses_running_into_the_vip(tmp_path):
+    found = problems(tmp_path, {"hosts": {"loadbalancers": {"count": 12}}})
+    assert any(p.path == "networks.dmz.hosts_from" and "api_vip" in p.message for p in found)
+
+
+def test_duplicate_host_names(tmp_path):
+    found = paths(tmp_path, {"hosts": {"workers": {"prefix": "kube-mast"}}})
+    assert "hosts.workers.prefix" in found
+
+
+def test_host_name_not_a_dns_label(tmp_path):
+    assert "hosts.storage.prefix" in paths(tmp_path, {"hosts": {"storage": {"prefix": "Glus_"}}})
+
+
+@pytest.mark.parametrize("count", [0, 2, 4])
+def test_master_count_breaking_etcd_quorum(tmp_path, count):
+    assert paths(tmp_path, {"hosts": {"masters": {"count": count}}}) == ["hosts.masters.count"]
+
+
+def test_fewer_than_three_gluster_nodes(tmp_path):
+    assert paths(tmp_path, {"hosts": {"storage": {"count": 2}}}) == ["hosts.storage.count"]
+
+
+def test_single_haproxy_is_allowed_with_a_warning(tmp_path):
+    plan = load_plan(write_spec(tmp_path, {"hosts": {"loadbalancers": {"count": 1}}}))
+    assert len(plan.warnings) == 1 and "fail over" in plan.warnings[0]
+    assert load_plan(DEFAULT_SPEC).warnings == []
+
+
+def test_memory_below_role_minimum(tmp_path):
+    found = problems(tmp_path, {"hosts": {"masters": {"memory": 1024, "cpus": 1}}})
+    assert {p.path for p in found} == {"hosts.masters.memory", "hosts.masters.cpus"}
+
+
+def test_unsupported_kubernetes_version(tmp_path):
+    found = problems(tmp_path, {"kubernetes": {"version": "1.19"}})
+    assert [p.path for p in found] == ["kubernetes.version"]
+    assert "1.36" in found[0].message
+
+
+def test_unknown_network_for_a_group(tmp_path):
+    assert paths(tmp_path, {"hosts": {"workers": {"network": "nodes"}}}) == \
+        ["hosts.workers.network"]
+
+
+def test_ssh_host_must_be_planned(tmp_path):
+    assert paths(tmp_path, {"ssh_hosts": {"kube-mast09": {"address": "10.0.0.9"}}}) == \
+        ["ssh_hosts.kube-mast09"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    found = paths(tmp_path, {"hosts": {"masters": {"count": 2}, "storage": {"count": 1}},
+                             "kubernetes": {"version": "1.20", "api_vip": "192.168.1.20"}})
+    assert set(found) >= {"hosts.masters.count", "hosts.storage.count", "kubernetes.version",
+                          "kubernetes.api_vip"}
+
+
+def test_extends_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(SpecError, match="loop"):
+        load_plan(tmp_path / "a.yaml")
+
+
+def test_missing_spec_file_names_the_fix(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_plan(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_problems_and_exits_non_zero(tmp_path):
+    spec = write_spec(tmp_path, {"hosts": {"masters": {"count": 2}}})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = subprocess.run([sys.executable, "-m", "kubelab", "--spec", str(spec), "plan"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2
+    assert "hosts.masters.count" in run.stderr and "nothing was changed" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
