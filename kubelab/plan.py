@@ -4,7 +4,7 @@ This is the only module that computes an address. Everything else (Vagrantfile,
 inventory, dnsmasq config, container lab, tests) reads the Plan.
 """
 import hashlib
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from netaddr import IPAddress, IPNetwork
 
@@ -122,17 +122,20 @@ class Plan:
         return self.group("gateway")[0]
 
     def to_dict(self):
-        return _plain(asdict(self) | {"spec": None})
+        """The plan as JSON-friendly data (the spec itself left out)."""
+        return {k: v for k, v in _plain(self).items() if k != "spec"}
 
 
 def _plain(value):
-    """Make asdict() output JSON-friendly: addresses and ranges become strings."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k != "spec"}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
+    """Dataclasses to dicts, addresses and ranges to strings."""
     if isinstance(value, (IPAddress, IPNetwork, IPRange)):
         return str(value)
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
 
 
