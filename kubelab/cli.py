@@ -1,14 +1,45 @@
-"""The kubelab command: plan, render, up, provision, verify, status, destroy, diagram,
-image build, host check/setup. Every command reads one spec (--spec)."""
+"""kubelab: one spec file -> a running Kubernetes lab.
+
+  plan      hosts, networks, addresses and ranges (--json for machines)
+  render    write the Vagrantfile and the network diagram from the spec
+  diagram   draw the network map as an SVG image
+  image     build the local Debian 12 image (container rootfs + libvirt box)
+  host      check this machine for what a provider needs / install it
+  up        bring the hosts up (virtualbox, libvirt or nspawn containers)
+  provision configure every host group in order (pyinfra)
+  verify    check every host (pytest + testinfra)
+  create    up + provision + verify
+  status    what is running
+  destroy   remove every host, network and disk the lab made (asks first)
+"""
 import argparse
 import json
 import sys
 
-from kubelab.paths import DEFAULT_SPEC
+from kubelab.paths import DEFAULT_SPEC, lab_dir
 from kubelab.plan import load_plan
 from kubelab.spec import SpecError
 
 PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
+
+
+def _backend(provider):
+    """The module that brings hosts up for a provider: containers or Vagrant."""
+    if provider == "nspawn":
+        from kubelab import nspawn
+        return nspawn
+    from kubelab import vagrant
+    return vagrant
+
+
+def _provider_file(plan):
+    return lab_dir(plan) / "provider"
+
+
+def _current_provider(plan):
+    """The provider the lab was brought up with (kept by `up`), else the spec's default."""
+    path = _provider_file(plan)
+    return path.read_text().strip() if path.exists() else plan.default_provider
 
 
 def cmd_plan(plan, args):
@@ -16,19 +47,128 @@ def cmd_plan(plan, args):
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan_table(plan))
 
 
+def cmd_render(plan, args):
+    from kubelab.vagrant import vagrantfile_path, write_vagrantfile
+    print(f"wrote {write_vagrantfile(plan, vagrantfile_path(plan, args.spec))}")
+    args.output = None
+    cmd_diagram(plan, args)
+
+
+def cmd_diagram(plan, args):
+    from kubelab.diagram import svg
+    path = args.output or lab_dir(plan) / "network.svg"
+    with open(path, "w") as out:
+        out.write(svg(plan))
+    print(f"wrote {path}")
+
+
+def cmd_image(plan, args):
+    from kubelab import box, image
+    print(f"rootfs: {image.build(force=args.force)}")
+    if not args.rootfs_only:
+        box.build_box(force=args.force)
+
+
+def cmd_host(plan, args):
+    from kubelab import host
+    if args.action == "setup":
+        return host.setup()
+    problems = host.check(plan, args.provider or plan.default_provider)
+    for problem in problems:
+        print(f"- {problem}")
+    print("host is ready" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_up(plan, args):
+    provider = args.provider or plan.default_provider
+    if provider != "nspawn":
+        from kubelab import host
+        problems = host.check(plan, provider)
+        if problems:
+            print("not starting; fix these first:\n" + "\n".join(f"- {p}" for p in problems),
+                  file=sys.stderr)
+            return 1
+    hosts = args.hosts.split(",") if args.hosts else None
+    backend = _backend(provider)
+    ssh_config = backend.up(plan, hosts) if provider == "nspawn" else \
+        backend.up(plan, provider)
+    _provider_file(plan).write_text(provider + "\n")
+    print(f"lab {plan.name} is up ({provider}); ssh config: {ssh_config}")
+
+
+def cmd_provision(plan, args):
+    from kubelab.provision import provision
+    return provision(plan, args.spec)
+
+
+def cmd_verify(plan, args):
+    from kubelab.provision import verify
+    return verify(plan, args.spec)
+
+
+def cmd_create(plan, args):
+    return cmd_up(plan, args) or cmd_provision(plan, args) or cmd_verify(plan, args)
+
+
+def cmd_status(plan, args):
+    provider = _current_provider(plan)
+    print(f"lab {plan.name} ({provider})")
+    for name, state in _backend(provider).status(plan):
+        print(f"  {name:20} {state}")
+
+
+def cmd_destroy(plan, args):
+    provider = _current_provider(plan)
+    if not args.yes:
+        answer = input(f"Destroy lab {plan.name} ({provider}): every host, network and disk "
+                       "it made? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing destroyed")
+            return 1
+    _backend(provider).destroy(plan)
+    _provider_file(plan).unlink(missing_ok=True)
+    print(f"lab {plan.name} destroyed")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="kubelab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kubelab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", default=str(DEFAULT_SPEC), help="spec file (default: %(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plan", help="show hosts, networks, addresses and ranges")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_plan)
-    return parser, sub
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("plan", cmd_plan, "show the address plan").add_argument(
+        "--json", action="store_true", help="machine-readable output")
+    add("render", cmd_render, "write the Vagrantfile and the diagram")
+    add("diagram", cmd_diagram, "draw the network map (SVG)").add_argument(
+        "-o", "--output", help="file to write (default: the lab's state dir)")
+    p = add("image", cmd_image, "build the local Debian 12 image")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--rootfs-only", action="store_true", help="only the container rootfs")
+    p = add("host", cmd_host, "check or set up this machine")
+    p.add_argument("action", choices=["check", "setup"])
+    p.add_argument("--provider", choices=PROVIDERS)
+    for name, func, help in (("up", cmd_up, "bring the hosts up"),
+                             ("create", cmd_create, "up + provision + verify")):
+        p = add(name, func, help)
+        p.add_argument("--provider", choices=PROVIDERS, help="default: the spec's")
+        p.add_argument("--hosts", help="nspawn only: a comma-separated subset of the plan")
+    add("provision", cmd_provision, "configure every host (pyinfra)")
+    add("verify", cmd_verify, "check every host (pytest + testinfra)")
+    add("status", cmd_status, "what is running")
+    add("destroy", cmd_destroy, "remove the lab").add_argument(
+        "-y", "--yes", action="store_true", help="do not ask")
+    return parser
 
 
 def main(argv=None):
-    parser, _ = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         plan = load_plan(args.spec)
     except SpecError as err:
