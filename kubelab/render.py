@@ -16,3 +16,18 @@ def environment():
 def render(template, **context):
     """Render templates/<template> (e.g. 'gateway/dnsmasq.conf.j2')."""
     return environment().get_template(template).render(**context)
+
+
+def artifacts(plan):
+    """Every file kubelab derives from the plan, as {name: text}: what `kubelab render`
+    writes and the scale benchmark times."""
+    import json
+
+    from kubelab.diagram import svg
+    from kubelab.inventory import GROUPS, group
+    from kubelab.table import plan_table
+
+    files = {"plan.json": json.dumps(plan.to_dict(), indent=2), "plan.txt": plan_table(plan),
+             "network.svg": svg(plan),
+             "inventory.json": json.dumps({g: group(plan, g) for g in GROUPS}, indent=2)}
+    return files
