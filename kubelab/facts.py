@@ -1,0 +1,66 @@
+"""pyinfra facts the deploy needs beyond pyinfra's own: one round-trip each."""
+import json
+
+from pyinfra.api import FactBase
+
+
+class Container(FactBase):
+    """The container technology the host runs in (e.g. 'systemd-nspawn'), or None on a VM.
+
+    Inside a container the kernel is the lab machine's: its clock, its kernel modules and its
+    non-namespaced sysctls are not the host's to set. tasks/common.py decides from this fact.
+    """
+
+    def command(self):
+        return "systemd-detect-virt --container || true"
+
+    def process(self, output):
+        kind = "".join(output).strip()
+        return None if kind in ("", "none") else kind
+
+
+class Links(FactBase):
+    """Network links by MAC: {mac: {"name": ifname, "ipv4": ["a.b.c.d/len", ...]}}.
+
+    NICs are found by MAC, never by name: names depend on the provider and the driver.
+    """
+
+    default = dict
+
+    def command(self):
+        return "ip -j addr show"
+
+    def process(self, output):
+        links = {}
+        for link in json.loads("".join(output) or "[]"):
+            mac = link.get("address", "").lower()
+            if link.get("link_type") != "ether" or not mac:
+                continue
+            links[mac] = {"name": link["ifname"],
+                          "ipv4": [f"{a['local']}/{a['prefixlen']}"
+                                   for a in link.get("addr_info", []) if a.get("family") == "inet"]}
+        return links
+
+
+class DefaultRoutes(FactBase):
+    """IPv4 default routes as [{"dev": ifname, "gateway": address or None}]."""
+
+    default = list
+
+    def command(self):
+        return "ip -j -4 route show default"
+
+    def process(self, output):
+        return [{"dev": r.get("dev"), "gateway": r.get("gateway")}
+                for r in json.loads("".join(output) or "[]")]
+
+
+class Sha256File(FactBase):
+    """The sha256 of a file, or None when it does not exist."""
+
+    def command(self, path):
+        return f"sha256sum {path} 2>/dev/null || true"
+
+    def process(self, output):
+        text = "".join(output).split()
+        return text[0] if text else None
