@@ -1,0 +1,140 @@
+"""The Debian 12 image: where its mirror comes from, what its hash covers, and (lab) what the
+built root filesystem holds."""
+import subprocess
+
+import pytest
+
+from kubelab import image, packages
+
+
+def write_apt(root, sources=None, sources_list=None):
+    (root / "sources.list.d").mkdir(parents=True)
+    if sources is not None:
+        (root / "sources.list.d" / "debian.sources").write_text(sources)
+    if sources_list is not None:
+        (root / "sources.list").write_text(sources_list)
+
+
+DEB822 = """Types: deb
+# a comment
+URIs: http://archive.example/debian
+Suites: {suite} {suite}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://archive.example/debian-security
+Suites: {suite}-security
+Components: main
+
+Types: deb
+URIs: http://third-party.example/apt
+Suites: nodistro
+Components: main
+""".format(suite=image.SUITE)
+
+
+@pytest.fixture
+def apt_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(image, "APT_SOURCES", tmp_path / "apt")
+    monkeypatch.delenv("KUBELAB_DEBIAN_MIRROR", raising=False)
+    return tmp_path / "apt"
+
+
+def test_mirror_comes_from_deb822_sources(apt_dir):
+    write_apt(apt_dir, sources=DEB822)
+    assert image.mirror() == "http://archive.example/debian"
+    text = image.image_sources()
+    assert "http://archive.example/debian-security" in text
+    assert "third-party" not in text      # only the suite's own sources go into the image
+
+
+def test_mirror_comes_from_one_line_sources_list(apt_dir):
+    write_apt(apt_dir, sources_list=f"deb [arch=amd64] http://archive.example/debian/ "
+                                    f"{image.SUITE} main\n")
+    assert image.mirror() == "http://archive.example/debian"
+
+
+def test_mirror_override_from_the_environment(apt_dir, monkeypatch):
+    write_apt(apt_dir, sources=DEB822)
+    monkeypatch.setenv("KUBELAB_DEBIAN_MIRROR", "http://override.example/debian/")
+    assert image.mirror() == "http://override.example/debian"
+    text = image.image_sources()
+    assert "URIs: http://override.example/debian\n" in text
+    assert "http://archive.example/debian\n" not in text
+
+
+def test_no_mirror_is_a_clear_error(apt_dir):
+    write_apt(apt_dir, sources=DEB822.replace(image.SUITE, "other"))
+    with pytest.raises(image.ImageError, match="KUBELAB_DEBIAN_MIRROR"):
+        image.mirror()
+
+
+def test_hash_follows_the_package_list(monkeypatch):
+    before = image.image_hash()
+    assert image.image_hash() == before
+    monkeypatch.setitem(packages.ROLE_PACKAGES, "gateway",
+                        packages.ROLE_PACKAGES["gateway"] + ["tcpdump"])
+    assert image.image_hash() != before
+
+
+def test_hash_follows_the_files_copied_in(monkeypatch, tmp_path):
+    before = image.image_hash()
+    files = tmp_path / "files"
+    files.mkdir()
+    for f in image.FILES.iterdir():
+        (files / f.name).write_text(f.read_text())
+    monkeypatch.setattr(image, "FILES", files)
+    assert image.image_hash() == before
+    (files / "interfaces").write_text("# changed\n")
+    assert image.image_hash() != before
+
+
+# --- the built root filesystem ---------------------------------------------------------------
+
+def enabled(root, unit):
+    run = subprocess.run(["systemctl", f"--root={root}", "is-enabled", unit],
+                         capture_output=True, text=True)
+    return run.stdout.strip()
+
+
+@pytest.mark.lab
+def test_rootfs_holds_what_every_host_needs():
+    root = image.rootfs()
+    assert image.rootfs() == root                 # cached: the second call does not rebuild
+    installed = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f",
+                                "${Package} ${Status}\n"], capture_output=True, text=True,
+                               check=True).stdout
+    ok = {line.split()[0] for line in installed.splitlines() if line.endswith(" installed")}
+    assert set(packages.all_packages()) <= ok
+    assert (root / "etc/machine-id").read_text() == ""
+    assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    assert enabled(root, "ssh-hostkeys.service") == "enabled"
+    assert enabled(root, "ssh.service") == "enabled"
+    for unit in ("dnsmasq", "haproxy", "corosync", "pacemaker", "chrony", "glusterd"):
+        assert enabled(root, f"{unit}.service") != "enabled", unit
+    keys = (root / "home/vagrant/.ssh/authorized_keys").read_text()
+    assert keys.strip() == image.vagrant_public_key().strip()
+    assert "NOPASSWD" in (root / "etc/sudoers.d/vagrant").read_text()
+    shadow = {line.split(":")[0]: line.split(":")[1]
+              for line in (root / "etc/shadow").read_text().splitlines()}
+    assert shadow["vagrant"] == "*" and shadow["root"] in ("*", "!")
+    assert "iface eth0 inet dhcp" in (root / "etc/network/interfaces").read_text()
+    assert not (root / "usr/sbin/policy-rc.d").exists()
+    assert (root / "etc/resolv.conf").read_text() == ""
+    assert image.image_hash() in str(root)
+
+
+@pytest.mark.lab
+def test_a_failed_build_leaves_nothing_mounted_or_half_written(monkeypatch, tmp_path):
+    """A package the archive does not have fails the build after debootstrap, with /proc,
+    /sys and /dev mounted in the chroot: nothing stays mounted, no rootfs is left."""
+    monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path)
+    monkeypatch.setitem(packages.ROLE_PACKAGES, "gateway", ["kubelab-no-such-package"])
+    with pytest.raises(image.ImageError, match="kubelab-no-such-package"):
+        image.build()
+    entry = tmp_path / image.image_hash()
+    assert not (entry / "rootfs").exists()
+    assert not list(entry.glob("rootfs.tmp-*"))
+    with open("/proc/self/mounts") as mounts:
+        assert not [line for line in mounts if str(tmp_path) in line]
