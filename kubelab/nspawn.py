@@ -1,0 +1,480 @@
+"""Container lab: every host of the plan as a systemd-nspawn container booting systemd.
+
+Everything lives in one network namespace of the lab's own (`kubelab-<lab>`): a management
+bridge holding plan.management_host_ip (where SSH comes from) and one bridge per spec network
+with no address (only the gateway host routes between them). That namespace has no default
+route, no forwarding and no interface outside itself, so nothing on the lab's networks can
+reach or be reached from beyond this machine.
+
+Each container has its own network namespace whose NICs are made before it boots: eth0 on the
+management bridge with the plan's address, eth1.. on the spec networks in plan order with the
+plan's MACs (the deploy configures those). Its root is an overlayfs over the image's rootfs.
+Containers have no extra data disk (the plan's data_disk is for VMs): Gluster bricks are
+plain directories.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from kubelab import image
+from kubelab.paths import lab_dir, ssh_config
+from kubelab.progress import phase
+from kubelab.render import render
+
+# command -> the Debian package that provides it
+TOOLS = {"systemd-nspawn": "systemd-container", "ip": "iproute2", "nc": "netcat-openbsd",
+         "ssh": "openssh-client", "ssh-keygen": "openssh-client", "nsenter": "util-linux"}
+SSH_TIMEOUT = 120       # seconds for every sshd to answer after the containers start
+STOP_TIMEOUT = 20       # seconds for a clean poweroff before SIGKILL
+MGMT_BRIDGE = "br0-mgmt"
+PROPAGATE = Path("/run/systemd/nspawn/propagate")
+NETNS_DIR = Path("/run/netns")
+# nspawn keeps /proc/sys read-only unless it made the network namespace itself: the gateway
+# must set its own forwarding sysctls, so /proc/sys/net stays writable.
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+
+
+class NspawnError(Exception):
+    pass
+
+
+# --- names (interface names: 15 characters at most) ------------------------------------------
+
+def lab_netns(plan):
+    return f"kubelab-{plan.name}"
+
+
+def host_netns(plan, host):
+    return f"kubelab-{plan.name}-{host.name}"
+
+
+def machine(plan, host):
+    """The nspawn machine name: unique on this machine, also across labs."""
+    return f"{plan.name}-{host.name}"
+
+
+def bridge(network):
+    return f"br{network.index + 1}-{network.name}"[:15]
+
+
+def host_end(host, nic):
+    """The lab-namespace end of a container NIC's veth pair."""
+    return f"v{host.index}-{nic.device}"
+
+
+def key_path(plan):
+    return lab_dir(plan) / "id_ed25519"
+
+
+def _hosts_dir(plan):
+    return lab_dir(plan) / "hosts"
+
+
+def _root(plan, host):
+    return _hosts_dir(plan) / host.name / "root"
+
+
+def _log(plan, host):
+    path = lab_dir(plan) / "logs"
+    path.mkdir(exist_ok=True)
+    return path / f"{host.name}.log"
+
+
+def control_path(plan):
+    # Short and per lab: unix socket paths are limited to 108 bytes.
+    return f"/tmp/kubelab-{plan.name}-%r@%n"
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+def _run(*cmd, check=True):
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if check and run.returncode != 0:
+        raise NspawnError(f"{' '.join(cmd)} failed: {run.stderr.strip() or run.stdout.strip()}")
+    return run
+
+
+def _ip(netns, *args):
+    return _run("ip", "-n", netns, *args)
+
+
+def _netns_exists(name):
+    return (NETNS_DIR / name).exists()
+
+
+def _mounts_under(path):
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
+    return [p for p in points if p.startswith(prefix)]
+
+
+def _alive(pid):
+    """True while pid runs (a zombie child of ours is reaped and counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def container_pids(plan):
+    """{pid: host name} of this lab's nspawn processes, found by their command line."""
+    hosts = str(_hosts_dir(plan)) + "/"
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if not argv or not argv[0].endswith(b"systemd-nspawn"):
+            continue
+        for arg in argv:
+            text = arg.decode(errors="replace")
+            if text.startswith("--directory=" + hosts) and _alive(int(entry.name)):
+                found[int(entry.name)] = text.removeprefix("--directory=" + hosts).split("/")[0]
+    return found
+
+
+def descendants(pid):
+    """pid and every process below it (a container's processes)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += children.get(p, [])
+    return found
+
+
+def _selected(plan, hosts):
+    if hosts is None:
+        return list(plan.hosts)
+    names = [h.name for h in plan.hosts]
+    unknown = [h for h in hosts if h not in names]
+    if unknown:
+        raise NspawnError(f"unknown host(s) {', '.join(unknown)}: the plan has "
+                          f"{', '.join(names)}")
+    return [h for h in plan.hosts if h.name in hosts]
+
+
+# --- preflight --------------------------------------------------------------------------------
+
+def preflight(plan):
+    """Problems that stop `up` before it touches anything (empty list: go)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("the container lab needs root (network namespaces, mounts, nspawn): "
+                        "run as root")
+    for tool, package in TOOLS.items():
+        if not shutil.which(tool):
+            problems.append(f"'{tool}' not found: apt-get install {package}")
+    if not Path("/dev/fuse").exists():
+        problems.append("/dev/fuse is missing (Gluster's FUSE mounts need it): modprobe fuse")
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        problems.append("overlayfs is not available: modprobe overlay")
+    running = [name for name, state in status(plan) if state.startswith("running")]
+    if _netns_exists(lab_netns(plan)) or running:
+        what = ", ".join(running) or f"namespace {lab_netns(plan)}"
+        problems.append(f"lab {plan.name} is already up ({what}): `kubelab destroy` it first")
+    return problems
+
+
+# --- up ---------------------------------------------------------------------------------------
+
+def _lab_key(plan):
+    path = key_path(plan)
+    if not path.exists():
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubelab-{plan.name}",
+             "-f", str(path))
+    path.chmod(0o600)
+    return path
+
+
+def _make_lab_network(plan):
+    ns = lab_netns(plan)
+    _run("ip", "netns", "add", ns)
+    # Set what we mean: a new namespace may inherit forwarding; no IPv6 link-local addresses
+    # on the internal bridges either.
+    _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
+         "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    _ip(ns, "link", "set", "lo", "up")
+    _ip(ns, "link", "add", MGMT_BRIDGE, "type", "bridge")
+    _ip(ns, "addr", "add", f"{plan.management_host_ip}/{plan.management.prefixlen}",
+        "dev", MGMT_BRIDGE)
+    _ip(ns, "link", "set", MGMT_BRIDGE, "up")
+    for net in plan.networks:
+        _ip(ns, "link", "add", bridge(net), "type", "bridge")
+        _ip(ns, "link", "set", bridge(net), "up")
+
+
+def _make_host_network(plan, host):
+    """The container's own namespace with eth0.. named and addressed as the plan says."""
+    ns, lab = host_netns(plan, host), lab_netns(plan)
+    _run("ip", "netns", "add", ns)
+    bridges = {"mgmt": MGMT_BRIDGE, **{n.name: bridge(n) for n in plan.networks}}
+    for nic in [host.mgmt, *host.nics]:
+        end = host_end(host, nic)
+        _ip(lab, "link", "add", end, "type", "veth", "peer", "name", nic.device,
+            "address", nic.mac, "netns", ns)
+        _ip(lab, "link", "set", end, "master", bridges[nic.network], "up")
+
+
+def _vagrant_ids(root):
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == "vagrant":
+            return int(fields[2]), int(fields[3])
+    raise NspawnError(f"no vagrant user in {root}: rebuild the image (kubelab image build)")
+
+
+def _make_root(plan, host, lower, public_key):
+    base = _hosts_dir(plan) / host.name
+    upper, work, root = base / "upper", base / "work", base / "root"
+    for d in (upper, work, root):
+        d.mkdir(parents=True, exist_ok=True)
+    _run("mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={lower},upperdir={upper},workdir={work}", str(root))
+    # Written through the overlay so copied-up directories keep their owners and modes.
+    # The hostname stays the image's, as on a VM: the deploy sets it (and /etc/hosts).
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    (root / "etc/network/interfaces").write_text(render("nspawn/interfaces.j2", nic=host.mgmt))
+    keys = root / "home/vagrant/.ssh/authorized_keys"
+    keys.write_text(public_key)     # replaces Vagrant's insecure key, as `vagrant up` does
+    uid, gid = _vagrant_ids(root)
+    os.chown(keys, uid, gid)
+    keys.chmod(0o600)
+
+
+def _cgroup_roots():
+    """This machine's cgroup hierarchies that systemd uses: the named v1 'systemd' one and
+    the v2 one (hybrid layout), or the v2 root alone (unified layout)."""
+    roots = [Path(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text()
+             .splitlines() if " - cgroup2 " in line or ("name=systemd" in line
+                                                         and " - cgroup " in line)]
+    return [r for r in roots if r.is_dir()]
+
+
+def _cgroups(plan, host=None):
+    """The lab's own cgroups (a host's, or the lab's parent of them)."""
+    tail = Path("kubelab", plan.name, host.name if host else "")
+    return [root / tail for root in _cgroup_roots()]
+
+
+def _enter_cgroups(paths):
+    pid = str(os.getpid())
+    for path in paths:
+        (path / "cgroup.procs").write_text(pid)
+
+
+def _remove_cgroups(plan):
+    for top in _cgroups(plan):
+        if not top.exists():
+            continue
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass        # still has processes: reported by leftovers()
+        try:
+            top.parent.rmdir()     # the "kubelab" parent, once no lab uses it
+        except OSError:
+            pass
+
+
+def _start(plan, host):
+    """Start nspawn in the background in cgroups of the host's own: containers that shared
+    one would remove each other's units' cgroups (status=219/CGROUP failures)."""
+    cgroups = _cgroups(plan, host)
+    for path in cgroups:
+        path.mkdir(parents=True, exist_ok=True)
+    log = open(_log(plan, host), "w")
+    cmd = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+           f"--machine={machine(plan, host)}", f"--directory={_root(plan, host)}",
+           f"--network-namespace-path={NETNS_DIR / host_netns(plan, host)}",
+           "--capability=CAP_NET_ADMIN", "--resolv-conf=off", "--timezone=off",
+           "--link-journal=no", "--console=passive", "--bind=/dev/fuse"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, **NSPAWN_ENV},
+                            preexec_fn=lambda: _enter_cgroups(cgroups))
+    log.close()
+    (_hosts_dir(plan) / host.name / "pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def write_ssh_config(plan, hosts):
+    path = ssh_config(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render("nspawn/ssh_config.j2", lab=plan.name, netns=lab_netns(plan),
+                           hosts=hosts, key=key_path(plan), control_path=control_path(plan)))
+    return path
+
+
+def _ssh(config, host, *command, timeout=15):
+    return subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes",
+                           "-o", "ConnectTimeout=5", host, *command],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _tail(path, lines=15):
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_for_ssh(plan, hosts, pids, config):
+    """Until every host's sshd accepts the lab key (checked through the lab namespace)."""
+    pending = {h.name: h for h in hosts}
+    deadline = time.monotonic() + SSH_TIMEOUT
+    while pending:
+        for name, host in list(pending.items()):
+            if not _alive(pids[name]):
+                raise NspawnError(f"container {name} stopped while booting; its log "
+                                  f"{_log(plan, host)} ends:\n{_tail(_log(plan, host))}")
+            port = _run("ip", "netns", "exec", lab_netns(plan), "nc", "-z", "-w", "1",
+                        str(host.mgmt.address), "22", check=False)
+            if port.returncode == 0 and _ssh(config, name, "true").returncode == 0:
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            raise NspawnError(f"sshd never answered within {SSH_TIMEOUT} s on "
+                              f"{', '.join(pending)}; logs in {lab_dir(plan) / 'logs'}")
+        if pending:
+            time.sleep(0.5)
+
+
+def up(plan, hosts=None):
+    """Bring the plan's hosts (or the named subset) up as containers; returns the ssh config."""
+    selected = _selected(plan, hosts)
+    problems = preflight(plan)
+    if problems:
+        raise NspawnError("not starting the container lab:\n"
+                          + "\n".join(f"- {p}" for p in problems))
+    lower = image.rootfs()
+    if leftovers(plan):     # a crashed earlier run: clear what it left first
+        destroy(plan)
+    try:
+        public_key = _lab_key(plan).with_suffix(".pub").read_text()
+        with phase(f"lab namespace {lab_netns(plan)} with {len(plan.networks) + 1} bridges"):
+            _make_lab_network(plan)
+        pids = {}
+        with phase(f"starting {len(selected)} containers"):
+            for host in selected:
+                _make_host_network(plan, host)
+                _make_root(plan, host, lower, public_key)
+                pids[host.name] = _start(plan, host)
+        config = write_ssh_config(plan, selected)
+        with phase("waiting for sshd on every container"):
+            _wait_for_ssh(plan, selected, pids, config)
+    except BaseException as err:
+        try:
+            destroy(plan)
+        except Exception as cleanup:    # keep the first error; say what cleanup left
+            raise cleanup from err
+        raise
+    return config
+
+
+# --- status, destroy, leftovers ---------------------------------------------------------------
+
+def status(plan):
+    """[(host name, state)] for every planned host."""
+    running = {name: pid for pid, name in container_pids(plan).items()}
+    states = []
+    for host in plan.hosts:
+        if host.name in running:
+            states.append((host.name, f"running (pid {running[host.name]})"))
+        elif (_hosts_dir(plan) / host.name).exists():
+            states.append((host.name, "stopped"))
+        else:
+            states.append((host.name, "not created"))
+    return states
+
+
+def _stop_containers(plan):
+    pids = container_pids(plan)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)    # nspawn asks the container's systemd to power off
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            for p in descendants(pid):
+                os.kill(p, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for host in plan.hosts:
+        shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
+
+
+def _close_ssh_masters(plan):
+    config = ssh_config(plan)
+    if not config.exists():
+        return
+    for host in plan.hosts:
+        socket = Path(control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
+        if socket.exists():
+            subprocess.run(["ssh", "-F", str(config), "-O", "exit", host.name],
+                           capture_output=True, timeout=10)
+            socket.unlink(missing_ok=True)
+
+
+def destroy(plan):
+    """Remove every container, mount, overlay, veth, bridge and namespace of the lab."""
+    with phase(f"destroying container lab {plan.name}"):
+        _close_ssh_masters(plan)
+        _stop_containers(plan)
+        for point in sorted(_mounts_under(_hosts_dir(plan)), key=len, reverse=True):
+            if _run("umount", point, check=False).returncode != 0:
+                _run("umount", "-l", point, check=False)
+        for host in plan.hosts:
+            if _netns_exists(host_netns(plan, host)):
+                _run("ip", "netns", "del", host_netns(plan, host))
+        _remove_cgroups(plan)
+        if _netns_exists(lab_netns(plan)):
+            _run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
+        if _hosts_dir(plan).exists() and not _mounts_under(_hosts_dir(plan)):
+            _run("rm", "-rf", "--one-file-system", str(_hosts_dir(plan)))
+        if ssh_config(plan).exists():
+            ssh_config(plan).unlink()
+        left = leftovers(plan)
+        if left:
+            raise NspawnError("destroy left these behind:\n" + "\n".join(f"- {x}" for x in left))
+
+
+def _root_interfaces():
+    run = _run("ip", "-o", "link", "show")
+    return {line.split(":")[1].strip().split("@")[0] for line in run.stdout.splitlines()}
+
+
+def leftovers(plan):
+    """What the lab has on this machine (empty list once destroyed)."""
+    found = [f"nspawn process {pid} ({name})" for pid, name in container_pids(plan).items()]
+    names = [lab_netns(plan)] + [host_netns(plan, h) for h in plan.hosts]
+    found += [f"network namespace {n}" for n in names if _netns_exists(n)]
+    found += [f"mount {p}" for p in _mounts_under(_hosts_dir(plan))]
+    found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
+    found += [f"{PROPAGATE / machine(plan, h)}" for h in plan.hosts
+              if (PROPAGATE / machine(plan, h)).exists()]
+    found += [f"cgroup {c}" for c in _cgroups(plan) if c.exists()]
+    ours = {MGMT_BRIDGE, *(bridge(n) for n in plan.networks),
+            *(host_end(h, nic) for h in plan.hosts for nic in [h.mgmt, *h.nics])}
+    found += [f"interface {i} in the root namespace" for i in sorted(ours & _root_interfaces())]
+    return found

@@ -1,0 +1,188 @@
+"""The container lab (systemd-nspawn): pyinfra and testinfra reach every host over SSH, NICs
+match the plan, the lab is isolated from the outside, Gluster works inside, and destroy
+leaves nothing behind. Needs root; CI runs it every time."""
+import json
+import subprocess
+import uuid
+
+import pytest
+import testinfra
+from netaddr import IPNetwork
+
+from conftest import derived_spec, start_lab
+from kubelab import nspawn
+from kubelab.paths import REPO
+from kubelab.plan import load_plan
+
+pytestmark = pytest.mark.lab
+
+
+def infra(config, name):
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(config), sudo=True)
+
+
+def ip_json(*args):
+    return json.loads(subprocess.run(["ip", "-j", *args], capture_output=True, text=True,
+                                     check=True).stdout or "[]")
+
+
+# --- the session's lab (examples/small.yaml, every host) ------------------------------------
+
+def test_pyinfra_runs_an_operation_on_every_host(container_lab, ssh_env):
+    plan, config = container_lab
+    marker, token = "/etc/kubelab-test-marker", uuid.uuid4().hex
+    command = ["pyinfra", "-y", "inventory.py", "files.line", f"path={marker}", f"line={token}"]
+    for _ in range(2):      # the second run must find the line and change nothing
+        run = subprocess.run(command, cwd=REPO, env=ssh_env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+    for host in plan.hosts:
+        f = infra(config, host.name).file(marker)
+        assert f.exists and f.user == "root"
+        assert f.content_string.splitlines().count(token) == 1, host.name
+
+
+def test_nics_have_the_planned_names_macs_and_management_address(container_lab):
+    plan, config = container_lab
+    for host in plan.hosts:
+        h = infra(config, host.name)
+        nics = [host.mgmt, *host.nics]
+        assert sorted(h.check_output("ls /sys/class/net").split()) == \
+            sorted(["lo"] + [n.device for n in nics])
+        for nic in nics:
+            assert h.file(f"/sys/class/net/{nic.device}/address").content_string.strip() \
+                == nic.mac, f"{host.name} {nic.device}"
+        assert str(host.mgmt.address) in h.interface("eth0").addresses
+        # Internal NICs are the deploy's: the lab gives them no address.
+        for nic in host.nics:
+            assert h.interface(nic.device).addresses == [], f"{host.name} {nic.device}"
+
+
+def test_hosts_come_up_clean(container_lab):
+    """systemd runs, every host has its own machine-id and ed25519/ecdsa host keys only."""
+    plan, config = container_lab
+    ids = set()
+    for host in plan.hosts:
+        h = infra(config, host.name)
+        assert h.run("systemctl is-system-running").stdout.strip() == "running", host.name
+        ids.add(h.file("/etc/machine-id").content_string.strip())
+        keys = h.check_output("ls /etc/ssh").split()
+        assert "ssh_host_ed25519_key" in keys and "ssh_host_ecdsa_key" in keys
+        assert "ssh_host_rsa_key" not in keys
+        assert not h.service("dnsmasq").is_running and not h.service("glusterd").is_running
+    assert len(ids) == len(plan.hosts)
+
+
+def test_lab_is_isolated(container_lab):
+    """Checked by inspecting routes and interfaces, never by sending packets from here."""
+    plan, _ = container_lab
+    ns = nspawn.lab_netns(plan)
+    routes = ip_json("-n", ns, "route", "show", "table", "all")
+    assert not [r for r in routes if r["dst"] == "default"]
+    # Its only IPv4 route: the management network, on its bridge.
+    v4 = [r for r in ip_json("-n", ns, "-4", "route", "show") if r.get("type") != "local"]
+    assert [(IPNetwork(r["dst"]), r["dev"]) for r in v4] == \
+        [(plan.management.cidr, nspawn.MGMT_BRIDGE)]
+    forward = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n",
+                              "net.ipv4.ip_forward"], capture_output=True, text=True, check=True)
+    assert forward.stdout.strip() == "0"
+
+    # Inside the namespace: loopback, our bridges, and one veth per container NIC, each on
+    # the bridge of its network; no address on any internal bridge.
+    links = {link["ifname"]: link for link in ip_json("-n", ns, "-d", "link", "show")}
+    bridges = {"mgmt": nspawn.MGMT_BRIDGE, **{n.name: nspawn.bridge(n) for n in plan.networks}}
+    ends = {nspawn.host_end(h, nic): bridges[nic.network]
+            for h in plan.hosts for nic in [h.mgmt, *h.nics]}
+    assert set(links) == {"lo", *bridges.values(), *ends}
+    for end, br in ends.items():
+        assert links[end]["linkinfo"]["info_kind"] == "veth" and links[end]["master"] == br
+        assert "link_netnsid" in links[end]     # its peer is in a container's namespace
+    addresses = {a["ifname"]: a.get("addr_info", []) for a in ip_json("-n", ns, "addr", "show")}
+    for net in plan.networks:
+        assert addresses[nspawn.bridge(net)] == []
+    assert [a["local"] for a in addresses[nspawn.MGMT_BRIDGE]] == \
+        [str(plan.management_host_ip)]
+
+    # The root namespace holds none of the lab's interfaces, and no veth leads from it into
+    # one of the lab's namespaces.
+    root_links = ip_json("-d", "link", "show")
+    assert not {link["ifname"] for link in root_links} & set(links) - {"lo"}
+    lab_ids = set()
+    for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith(ns) and "id:" in rest:
+            lab_ids.add(int(rest.split("id:")[1].strip(" )")))
+    assert not [link["ifname"] for link in root_links if link.get("link_netnsid") in lab_ids]
+
+
+def test_up_refuses_a_lab_that_is_already_up(container_lab):
+    plan, _ = container_lab
+    with pytest.raises(nspawn.NspawnError, match="already up"):
+        nspawn.up(plan)
+    assert all(state.startswith("running") for _, state in nspawn.status(plan))
+
+
+def test_up_refuses_unknown_hosts(container_lab):
+    plan, _ = container_lab
+    with pytest.raises(nspawn.NspawnError, match="unknown host"):
+        nspawn.up(plan, ["no-such-host"])
+
+
+# --- a lab of its own: Gluster inside, then destroy ------------------------------------------
+
+@pytest.fixture(scope="module")
+def gluster_lab(lab_state, tmp_path_factory):
+    """The three storage hosts and one worker of a second lab (its own name and namespace)."""
+    spec = derived_spec(tmp_path_factory.mktemp("spec"), "gl")
+    plan = load_plan(spec)
+    names = [h.name for h in plan.group("storage")] + [plan.group("workers")[0].name]
+    plan, config = start_lab(spec, names)
+    try:
+        yield plan, config
+    finally:
+        nspawn.destroy(plan)
+
+
+def test_gluster_replica3_volume_mounted_by_fuse_from_a_fourth_container(gluster_lab):
+    plan, config = gluster_lab
+    storage = plan.group("storage")
+    client = infra(config, plan.group("workers")[0].name)
+    servers = [infra(config, h.name) for h in storage]
+    # Containers have no data disk (data_disk is for VMs): bricks are plain directories,
+    # peers talk over the management network (internal NICs are the deploy's).
+    brick, volume = "/srv/gluster/brick", "labtest"
+    for s in servers:
+        s.check_output(f"systemctl start glusterd && mkdir -p {brick}")
+    first = servers[0]
+    for h in storage[1:]:
+        first.check_output(f"gluster peer probe {h.mgmt.address}")
+    bricks = " ".join(f"{h.mgmt.address}:{brick}" for h in storage)
+    first.check_output(f"gluster volume create {volume} replica 3 {bricks} force")
+    first.check_output(f"gluster volume start {volume}")
+    token = uuid.uuid4().hex
+    client.check_output(f"mkdir -p /mnt/{volume} && "
+                        f"mount -t glusterfs {storage[0].mgmt.address}:/{volume} /mnt/{volume}")
+    assert client.mount_point(f"/mnt/{volume}").filesystem == "fuse.glusterfs"
+    client.check_output(f"echo {token} > /mnt/{volume}/proof")
+    for s in servers:
+        assert s.file(f"{brick}/proof").content_string.strip() == token
+        # Gluster's own extended attributes on the brick copy (trusted.* works in here).
+        assert "trusted.gfid" in s.check_output(f"getfattr -d -m trusted {brick}/proof")
+
+
+def test_destroy_leaves_nothing_behind(gluster_lab):
+    """Destroy with a FUSE mount and glusterd running: no process, namespace, bridge, veth,
+    mount or overlay of the lab is left, and the root namespace is as it was."""
+    plan, config = gluster_lab
+    names = nspawn.leftovers(plan)
+    assert names, "the lab should be up before destroy"
+    nspawn.destroy(plan)
+    assert nspawn.leftovers(plan) == []
+    assert not config.exists()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=True).stdout
+    assert nspawn.lab_netns(plan) not in netns
+    with open("/proc/self/mounts") as mounts:
+        assert not [line for line in mounts if str(nspawn.lab_dir(plan)) in line]
+    assert all(state == "not created" for _, state in nspawn.status(plan))
