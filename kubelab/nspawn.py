@@ -33,6 +33,9 @@ STOP_TIMEOUT = 20       # seconds for a clean poweroff before SIGKILL
 MGMT_BRIDGE = "br0-mgmt"
 PROPAGATE = Path("/run/systemd/nspawn/propagate")
 NETNS_DIR = Path("/run/netns")
+# Names of namespaces, cgroups and machines are per machine, state dirs are not: one file per
+# lab name says which state dir owns it, so two runs with one spec never touch each other.
+OWNERS = Path("/run/kubelab/labs")
 # nspawn keeps /proc/sys read-only unless it made the network namespace itself: the gateway
 # must set its own forwarding sysctls, so /proc/sys/net stays writable.
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
@@ -64,6 +67,20 @@ def bridge(network):
 def host_end(host, nic):
     """The lab-namespace end of a container NIC's veth pair."""
     return f"v{host.index}-{nic.device}"
+
+
+def _owner_file(plan):
+    return OWNERS / plan.name
+
+
+def owner(plan):
+    """The state dir of the run that owns this lab name on this machine (None: nobody)."""
+    path = _owner_file(plan)
+    return path.read_text().strip() if path.exists() else None
+
+
+def _mine(plan):
+    return owner(plan) in (None, str(lab_dir(plan)))
 
 
 def key_path(plan):
@@ -192,9 +209,15 @@ def preflight(plan):
     if "overlay" not in Path("/proc/filesystems").read_text():
         problems.append("overlayfs is not available: modprobe overlay")
     running = [name for name, state in status(plan) if state.startswith("running")]
-    if _netns_exists(lab_netns(plan)) or running:
+    if not _mine(plan):
+        problems.append(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
+                        "destroy it from there, or use another lab name")
+    elif running or _netns_exists(lab_netns(plan)):
         what = ", ".join(running) or f"namespace {lab_netns(plan)}"
         problems.append(f"lab {plan.name} is already up ({what}): `kubelab destroy` it first")
+    elif owner(plan) is None and _global_leftovers(plan):
+        problems.append(f"lab {plan.name} has leftovers no kubelab run owns "
+                        f"({', '.join(_global_leftovers(plan))}): remove them by hand")
     return problems
 
 
@@ -328,10 +351,15 @@ def write_ssh_config(plan, hosts):
     return path
 
 
-def _ssh(config, host, *command, timeout=15):
-    return subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes",
-                           "-o", "ConnectTimeout=5", host, *command],
-                          capture_output=True, text=True, timeout=timeout)
+def _ssh_answers(config, host):
+    """One login with the lab key, without a shared connection (none is left running)."""
+    try:
+        return subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes",
+                               "-o", "ConnectTimeout=5", "-o", "ControlMaster=no",
+                               "-o", "ControlPath=none", host, "true"],
+                              capture_output=True, timeout=15).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _tail(path, lines=15):
@@ -349,11 +377,13 @@ def _wait_for_ssh(plan, hosts, pids, config):
                                   f"{_log(plan, host)} ends:\n{_tail(_log(plan, host))}")
             port = _run("ip", "netns", "exec", lab_netns(plan), "nc", "-z", "-w", "1",
                         str(host.mgmt.address), "22", check=False)
-            if port.returncode == 0 and _ssh(config, name, "true").returncode == 0:
+            if port.returncode == 0 and _ssh_answers(config, name):
                 del pending[name]
         if pending and time.monotonic() > deadline:
+            first = next(iter(pending.values()))
             raise NspawnError(f"sshd never answered within {SSH_TIMEOUT} s on "
-                              f"{', '.join(pending)}; logs in {lab_dir(plan) / 'logs'}")
+                              f"{', '.join(pending)}; logs in {lab_dir(plan) / 'logs'}, "
+                              f"{first.name}'s ends:\n{_tail(_log(plan, first))}")
         if pending:
             time.sleep(0.5)
 
@@ -366,8 +396,10 @@ def up(plan, hosts=None):
         raise NspawnError("not starting the container lab:\n"
                           + "\n".join(f"- {p}" for p in problems))
     lower = image.rootfs()
-    if leftovers(plan):     # a crashed earlier run: clear what it left first
+    if leftovers(plan):     # a crashed earlier run of ours: clear what it left first
         destroy(plan)
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    _owner_file(plan).write_text(f"{lab_dir(plan)}\n")
     try:
         public_key = _lab_key(plan).with_suffix(".pub").read_text()
         with phase(f"lab namespace {lab_netns(plan)} with {len(plan.networks) + 1} bridges"):
@@ -438,6 +470,9 @@ def _close_ssh_masters(plan):
 
 def destroy(plan):
     """Remove every container, mount, overlay, veth, bridge and namespace of the lab."""
+    if not _mine(plan):
+        raise NspawnError(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
+                          "not touching it")
     with phase(f"destroying container lab {plan.name}"):
         _close_ssh_masters(plan)
         _stop_containers(plan)
@@ -455,6 +490,9 @@ def destroy(plan):
         if ssh_config(plan).exists():
             ssh_config(plan).unlink()
         left = leftovers(plan)
+        if left == [f"owner file {_owner_file(plan)}"]:    # all gone: release the name
+            _owner_file(plan).unlink()
+            left = leftovers(plan)
         if left:
             raise NspawnError("destroy left these behind:\n" + "\n".join(f"- {x}" for x in left))
 
@@ -464,17 +502,25 @@ def _root_interfaces():
     return {line.split(":")[1].strip().split("@")[0] for line in run.stdout.splitlines()}
 
 
-def leftovers(plan):
-    """What the lab has on this machine (empty list once destroyed)."""
-    found = [f"nspawn process {pid} ({name})" for pid, name in container_pids(plan).items()]
+def _global_leftovers(plan):
+    """What exists on this machine under the lab's name (namespaces, cgroups, nspawn's
+    propagation dirs, interfaces in the root namespace), whoever made it."""
     names = [lab_netns(plan)] + [host_netns(plan, h) for h in plan.hosts]
-    found += [f"network namespace {n}" for n in names if _netns_exists(n)]
-    found += [f"mount {p}" for p in _mounts_under(_hosts_dir(plan))]
-    found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
+    found = [f"network namespace {n}" for n in names if _netns_exists(n)]
+    found += [f"cgroup {c}" for c in _cgroups(plan) if c.exists()]
     found += [f"{PROPAGATE / machine(plan, h)}" for h in plan.hosts
               if (PROPAGATE / machine(plan, h)).exists()]
-    found += [f"cgroup {c}" for c in _cgroups(plan) if c.exists()]
     ours = {MGMT_BRIDGE, *(bridge(n) for n in plan.networks),
             *(host_end(h, nic) for h in plan.hosts for nic in [h.mgmt, *h.nics])}
     found += [f"interface {i} in the root namespace" for i in sorted(ours & _root_interfaces())]
+    return found
+
+
+def leftovers(plan):
+    """What the lab has on this machine (empty list once destroyed)."""
+    found = [f"nspawn process {pid} ({name})" for pid, name in container_pids(plan).items()]
+    found += _global_leftovers(plan)
+    found += [f"mount {p}" for p in _mounts_under(_hosts_dir(plan))]
+    found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
+    found += [f"owner file {_owner_file(plan)}"] if _owner_file(plan).exists() else []
     return found

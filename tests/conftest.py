@@ -24,33 +24,32 @@ def lab_state(tmp_path_factory):
 
 
 def start_lab(spec, hosts=None):
-    """Bring a lab up; returns (plan, ssh config). The caller must call nspawn.destroy."""
+    """Bring a lab up (up() clears what it made if it fails); returns (plan, ssh config).
+    The caller must call nspawn.destroy."""
     plan = load_plan(spec)
-    try:
-        return plan, nspawn.up(plan, hosts)
-    except BaseException:
-        nspawn.destroy(plan)
-        raise
+    return plan, nspawn.up(plan, hosts)
 
 
 @pytest.fixture(scope="session")
-def container_lab(lab_state):
-    """(plan, ssh config path) of examples/small.yaml's lab, every host a container;
-    KUBELAB_SPEC points at that spec for the session, so `inventory.py` sees the same plan.
-    Destroyed at the end of the session, also when tests fail: destroy() raises if
-    anything is left behind, which shows as an error of the last test using the lab."""
-    plan, config = start_lab(SMALL_SPEC)
+def container_lab(lab_state, tmp_path_factory):
+    """(plan, ssh config path) of examples/small.yaml's fleet, every host a container, under
+    a lab name of this session's own (so two test runs on one machine never meet).
+    KUBELAB_SPEC points at that spec for the session, so `inventory.py` and tests/hosts see
+    the same plan. Destroyed at the end of the session, also when tests fail: destroy()
+    raises if anything is left behind, which shows as an error of the last test using it."""
+    spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-{os.getpid()}")
+    plan, config = start_lab(spec)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("KUBELAB_SPEC", str(SMALL_SPEC))
+            mp.setenv("KUBELAB_SPEC", str(spec))
             yield plan, config
     finally:
         nspawn.destroy(plan)
 
 
 def derived_spec(tmp_path, suffix, base=SMALL_SPEC):
-    """A spec that is `base` under another lab name (its own namespace, bridges and MACs),
-    so a test can run a lab of its own beside the session's."""
+    """A spec that is `base` under the lab name + suffix (its own namespaces, bridges and
+    MACs), so a test session or a test can run a lab of its own beside others."""
     name = load_plan(base).name + suffix
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"extends": str(base), "name": name}))
@@ -60,5 +59,19 @@ def derived_spec(tmp_path, suffix, base=SMALL_SPEC):
 @pytest.fixture
 def ssh_env(container_lab):
     """Environment for subprocesses that read the lab through the repo's inventory.py."""
-    plan, config = container_lab
-    return {**os.environ, "KUBELAB_SPEC": str(SMALL_SPEC), "KUBELAB_SSH_CONFIG": str(config)}
+    _, config = container_lab
+    return {**os.environ, "KUBELAB_SSH_CONFIG": str(config)}
+
+
+@pytest.fixture(scope="module")
+def gluster_lab(lab_state, tmp_path_factory):
+    """The storage hosts and one worker of a second lab beside the session's (small.yaml under
+    another name: its own namespace), for tests that change hosts or destroy the lab."""
+    spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-gl{os.getpid()}")
+    plan = load_plan(spec)
+    names = [h.name for h in plan.group("storage")] + [plan.group("workers")[0].name]
+    plan, config = start_lab(spec, names)
+    try:
+        yield plan, config
+    finally:
+        nspawn.destroy(plan)

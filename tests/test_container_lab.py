@@ -9,10 +9,8 @@ import pytest
 import testinfra
 from netaddr import IPNetwork
 
-from conftest import derived_spec, start_lab
 from kubelab import nspawn
 from kubelab.paths import REPO
-from kubelab.plan import load_plan
 
 pytestmark = pytest.mark.lab
 
@@ -130,19 +128,6 @@ def test_up_refuses_unknown_hosts(container_lab):
 
 
 # --- a lab of its own: Gluster inside, then destroy ------------------------------------------
-
-@pytest.fixture(scope="module")
-def gluster_lab(lab_state, tmp_path_factory):
-    """The three storage hosts and one worker of a second lab (its own name and namespace)."""
-    spec = derived_spec(tmp_path_factory.mktemp("spec"), "gl")
-    plan = load_plan(spec)
-    names = [h.name for h in plan.group("storage")] + [plan.group("workers")[0].name]
-    plan, config = start_lab(spec, names)
-    try:
-        yield plan, config
-    finally:
-        nspawn.destroy(plan)
-
 
 def test_gluster_replica3_volume_mounted_by_fuse_from_a_fourth_container(gluster_lab):
     plan, config = gluster_lab
