@@ -38,11 +38,11 @@ def main(spec):
     start = time.monotonic()
     image.rootfs()
     print(f"image rootfs (cached {image.image_hash()}): {time.monotonic() - start:.1f} s")
+    start = time.monotonic()
+    nspawn.up(plan)         # clears what it made itself if it fails
+    print(f"up: {len(plan.hosts)} containers, sshd answering on all: "
+          f"{time.monotonic() - start:.1f} s")
     try:
-        start = time.monotonic()
-        nspawn.up(plan)
-        print(f"up: {len(plan.hosts)} containers, sshd answering on all: "
-              f"{time.monotonic() - start:.1f} s")
         time.sleep(10)      # let boots settle before measuring
         total_rss = total_pss = 0
         for pid, name in sorted(nspawn.container_pids(plan).items(), key=lambda x: x[1]):

@@ -452,8 +452,6 @@ def _stop_containers(plan):
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for host in plan.hosts:
-        shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
 
 
 def _close_ssh_masters(plan):
@@ -468,6 +466,22 @@ def _close_ssh_masters(plan):
             socket.unlink(missing_ok=True)
 
 
+def _claimed(plan):
+    """Whether the objects named after this lab on the machine are ours to remove: the owner
+    file names our state dir, or (a lab made before owner files) our overlays exist."""
+    return owner(plan) == str(lab_dir(plan)) or _hosts_dir(plan).exists()
+
+
+def _remove_machine_objects(plan):
+    for host in plan.hosts:
+        shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
+        if _netns_exists(host_netns(plan, host)):
+            _run("ip", "netns", "del", host_netns(plan, host))
+    _remove_cgroups(plan)
+    if _netns_exists(lab_netns(plan)):
+        _run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
+
+
 def destroy(plan):
     """Remove every container, mount, overlay, veth, bridge and namespace of the lab."""
     if not _mine(plan):
@@ -479,12 +493,8 @@ def destroy(plan):
         for point in sorted(_mounts_under(_hosts_dir(plan)), key=len, reverse=True):
             if _run("umount", point, check=False).returncode != 0:
                 _run("umount", "-l", point, check=False)
-        for host in plan.hosts:
-            if _netns_exists(host_netns(plan, host)):
-                _run("ip", "netns", "del", host_netns(plan, host))
-        _remove_cgroups(plan)
-        if _netns_exists(lab_netns(plan)):
-            _run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
+        if _claimed(plan):
+            _remove_machine_objects(plan)
         if _hosts_dir(plan).exists() and not _mounts_under(_hosts_dir(plan)):
             _run("rm", "-rf", "--one-file-system", str(_hosts_dir(plan)))
         if ssh_config(plan).exists():
