@@ -295,6 +295,17 @@ def _clear_stale(entry):
             _remove_tree(tmp)
 
 
+def _check_host():
+    """Refuse clearly, before anything is written, when this machine cannot build."""
+    problems = [] if os.geteuid() == 0 else ["building the image needs root (chroot, mounts)"]
+    for tool, package in (("debootstrap", "debootstrap"), ("unshare", "util-linux"),
+                          ("chroot", "coreutils")):
+        if not shutil.which(tool):
+            problems.append(f"'{tool}' not found: apt-get install {package}")
+    if problems:
+        raise ImageError("cannot build the image:\n" + "\n".join(f"- {p}" for p in problems))
+
+
 def build(force=False):
     """Build the rootfs unless the cached one matches every input. Returns its path."""
     digest = image_hash()
@@ -305,6 +316,7 @@ def build(force=False):
         fcntl.flock(lock, fcntl.LOCK_EX)    # one build per entry, even from two commands
         if rootfs_dir.exists() and not force:
             return rootfs_dir
+        _check_host()
         if rootfs_dir.exists() and _in_use(rootfs_dir):
             raise ImageError(f"{rootfs_dir} is the root of running containers: destroy the "
                              "container lab before rebuilding it")

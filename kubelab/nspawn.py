@@ -27,7 +27,7 @@ from kubelab.render import render
 
 # command -> the Debian package that provides it
 TOOLS = {"systemd-nspawn": "systemd-container", "ip": "iproute2", "nc": "netcat-openbsd",
-         "ssh": "openssh-client", "ssh-keygen": "openssh-client", "nsenter": "util-linux"}
+         "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
 SSH_TIMEOUT = 120       # seconds for every sshd to answer after the containers start
 STOP_TIMEOUT = 20       # seconds for a clean poweroff before SIGKILL
 MGMT_BRIDGE = "br0-mgmt"
