@@ -11,7 +11,7 @@ from pathlib import Path
 
 import vagrant as python_vagrant
 
-from kubelab.paths import REPO, lab_dir, ssh_config
+from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, ssh_config
 from kubelab.progress import phase
 from kubelab.render import render
 
@@ -39,6 +39,14 @@ def write_vagrantfile(plan, path, hosts=None):
     tmp.write_text(vagrantfile(plan, hosts))
     tmp.replace(path)
     return path
+
+
+def vagrantfile_path(plan, spec):
+    """Where `kubelab render` writes: the committed top-level Vagrantfile for the default
+    spec, the lab's Vagrant directory for any other."""
+    if Path(spec).resolve() == DEFAULT_SPEC.resolve():
+        return TOP_LEVEL
+    return vagrant_dir(plan) / "Vagrantfile"
 
 
 def vagrant_dir(plan):
@@ -90,14 +98,25 @@ def write_ssh_config(plan, machine, names):
     """`vagrant ssh-config` of every VM, one Host alias per planned name, plus connection
     sharing: testinfra and pyinfra then reuse one SSH connection per host."""
     path = ssh_config(plan)
-    blocks = [machine.ssh_config(vm_name=name).strip() for name in names]
+    # One `vagrant ssh-config` for every VM of the Vagrantfile: each call costs seconds.
+    blocks = [machine.ssh_config().strip()]
+    # Short and per lab: unix socket paths are limited to 108 bytes.
     blocks.append(f"Host {' '.join(names)}\n  ControlMaster auto\n"
-                  f"  ControlPath {lab_dir(plan)}/ssh-%C\n  ControlPersist 60")
+                  f"  ControlPath /tmp/kubelab-{plan.name}-%r@%n\n  ControlPersist 60s")
     tmp = path.with_name(path.name + ".tmp")
     tmp.touch(mode=0o600)
     tmp.write_text("\n\n".join(blocks) + "\n")
     tmp.replace(path)
     return path
+
+
+def close_ssh(plan):
+    """Stop the shared SSH connections the ssh config's ControlPersist keeps open."""
+    path = ssh_config(plan)
+    if path.exists():
+        for host in plan.hosts:
+            subprocess.run(["ssh", "-F", str(path), "-O", "exit", host.name],
+                           capture_output=True, timeout=10)
 
 
 def status(plan):
@@ -115,6 +134,7 @@ def _recorded_provider(plan):
 def destroy(plan):
     """Remove every VM, volume and network of the lab, also what Vagrant lost track of."""
     provider = _recorded_provider(plan)
+    close_ssh(plan)
     # The full Vagrantfile: a superset of any `up` of some hosts only.
     write_vagrantfile(plan, vagrant_dir(plan) / "Vagrantfile")
     with phase(f"Destroying the VMs of {plan.name} ({provider})"):
@@ -130,6 +150,8 @@ def destroy(plan):
             if libvirt_leftovers(plan):
                 raise VagrantError(f"could not remove {libvirt_leftovers(plan)}; "
                                    "remove them with virsh")
+            from kubelab.box import remove_unused_volumes
+            remove_unused_volumes(plan.boxes["libvirt"])
     ssh_config(plan).unlink(missing_ok=True)
     _provider_file(plan).unlink(missing_ok=True)
 

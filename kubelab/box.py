@@ -1,0 +1,223 @@
+"""The libvirt box (kubelab/debian12 by default): the image's rootfs on a bootable disk.
+
+The rootfs (kubelab.image) is copied into a partitioned raw disk on a loop device; the
+kernel and grub are installed there in a chroot (native speed, not in a slow guest); the
+disk becomes a compressed qcow2 in a Vagrant box, added with `vagrant box add`.
+
+Cached by a hash of the image and of this module: the box file is kept under
+IMAGE_CACHE/boxes/<hash>/ and the box added to Vagrant carries the hash in its
+metadata.json, so an unchanged box is neither rebuilt nor re-added. Every mount lives in a
+private mount namespace of one command, and the loop device is detached in a `finally`:
+a failure half-way leaves nothing mounted or attached.
+"""
+import hashlib
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from kubelab.image import rootfs, image_hash
+from kubelab.paths import IMAGE_CACHE, spec_path
+from kubelab.progress import phase
+
+BOXES = IMAGE_CACHE / "boxes"
+DISK_GIB = 20          # the VM's root disk (sparse: the box holds only what is used)
+BOOT_PACKAGES = ["linux-image-amd64", "grub-pc"]
+# eth0, eth1.. in the order the NICs are declared; the console on the serial port.
+KERNEL_CMDLINE = "net.ifnames=0 console=tty0 console=ttyS0,115200"
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
+BOX_VAGRANTFILE = """# Defaults of the kubelab box; the lab's generated Vagrantfile sets everything else.
+Vagrant.configure("2") do |config|
+  config.vm.provider :libvirt do |lv|
+    lv.disk_bus = "virtio"
+    lv.nic_model_type = "virtio"
+  end
+end
+"""
+
+
+class BoxError(Exception):
+    pass
+
+
+def box_hash():
+    """Hash of what the box is made from: the image and the steps that turn it into a disk."""
+    blob = json.dumps([image_hash(), DISK_GIB, BOOT_PACKAGES, KERNEL_CMDLINE, BOX_VAGRANTFILE,
+                       inspect.getsource(_build), inspect.getsource(_install_boot)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_name():
+    from kubelab.plan import load_plan
+    return load_plan(spec_path()).boxes["libvirt"]
+
+
+def build_box(force=False, name=None):
+    """Make the libvirt box and add it to Vagrant as `name` (the spec's boxes.libvirt).
+    Skips whatever is already done for the current inputs. Returns the box file's path."""
+    name = name or default_name()
+    digest = box_hash()
+    entry = BOXES / digest
+    box_file = entry / "kubelab.box"
+    if added_hash(name) == digest and box_file.exists() and not force:
+        print(f"box {name} {digest} is up to date", flush=True)
+        return box_file
+    if force or not box_file.exists():
+        root = rootfs()
+        entry.mkdir(parents=True, exist_ok=True)
+        work = entry / f"work-{os.getpid()}"
+        work.mkdir()
+        try:
+            log = entry / "build.log"
+            log.write_text("")
+            with phase(f"Building the libvirt box {name} {digest} (log: {log})"):
+                _build(root, work, log, digest)
+                (work / "kubelab.box").replace(box_file)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        _remove_other_boxes(digest)
+    with phase(f"Adding the box {name} to Vagrant"):
+        _run(["vagrant", "box", "add", "--force", "--name", name, str(box_file)])
+        remove_unused_volumes(name)
+    return box_file
+
+
+def added_hash(name):
+    """The kubelab hash of the box `name` added to Vagrant (None if absent or foreign)."""
+    home = Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d"))
+    metadata = home / "boxes" / name.replace("/", "-VAGRANTSLASH-") / "0" / "libvirt" / \
+        "metadata.json"
+    try:
+        return json.loads(metadata.read_text()).get("kubelab_hash")
+    except (OSError, ValueError):
+        return None
+
+
+def _run(cmd, log=None, **kwargs):
+    out = open(log, "a") if log else subprocess.DEVNULL
+    try:
+        if log:
+            out.write(f"\n$ {' '.join(cmd)}\n")
+            out.flush()
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if log else None,
+                                **kwargs)
+    finally:
+        if log:
+            out.close()
+    if result.returncode != 0:
+        tail = "\n".join(Path(log).read_text().splitlines()[-20:]) if log else ""
+        raise BoxError(f"{cmd[0]} failed (exit {result.returncode})"
+                       + (f"; last lines of {log}:\n{tail}" if log else ""))
+
+
+def _build(root, work, log, digest):
+    raw = work / "disk.raw"
+    with open(raw, "wb") as disk:
+        disk.truncate(DISK_GIB << 30)
+    # One bootable partition from 1 MiB: grub's core image goes in the gap before it.
+    _run(["sfdisk", "--quiet", str(raw)], log, input=b"label: dos\nstart=2048, type=83, bootable\n")
+    loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(raw)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        part = _partition(loop)
+        fs_uuid = str(uuid.uuid4())
+        _run(["mkfs.ext4", "-q", "-L", "root", "-U", fs_uuid, part], log)
+        with phase(f"copying the rootfs, installing {' '.join(BOOT_PACKAGES)} and grub"):
+            _install_boot(root, loop, part, fs_uuid, work / "mnt", log)
+    finally:
+        subprocess.run(["partx", "-d", loop], stderr=subprocess.DEVNULL)
+        subprocess.run(["losetup", "-d", loop], check=True)
+    with phase("converting to compressed qcow2"):
+        _run(["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(work / "box.img")], log)
+        raw.unlink()
+    (work / "metadata.json").write_text(json.dumps(
+        {"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_GIB,
+         "kubelab_hash": digest}) + "\n")
+    (work / "Vagrantfile").write_text(BOX_VAGRANTFILE)
+    with phase("packing the box"):
+        _run(["tar", "-C", str(work), "-cf", str(work / "kubelab.box"),
+              "metadata.json", "Vagrantfile", "box.img"], log)
+
+
+def _partition(loop):
+    """The first partition's device; without udev it may need `partx -a` to appear."""
+    part = f"{loop}p1"
+    if not Path(part).exists():
+        subprocess.run(["partx", "-a", loop], stderr=subprocess.DEVNULL)
+    if not Path(part).exists():
+        sysfs = Path("/sys/block") / Path(loop).name / f"{Path(loop).name}p1" / "dev"
+        if not sysfs.exists():
+            raise BoxError(f"{loop} shows no partition: the kernel did not scan it")
+        major, minor = sysfs.read_text().split(":")
+        os.mknod(part, 0o660 | 0o060000, os.makedev(int(major), int(minor)))
+    return part
+
+
+def _install_boot(root, loop, part, fs_uuid, mnt, log):
+    """One shell in a private mount namespace: mount the partition, copy the rootfs, give the
+    chroot a /dev of its own with the loop devices and /dev/disk/by-uuid/<uuid> (without it
+    update-grub writes root=/dev/loopXp1 and the disk cannot boot), install kernel and grub."""
+    mnt.mkdir()
+    chroot_script = f"""
+export DEBIAN_FRONTEND=noninteractive
+echo 'UUID={fs_uuid} / ext4 errors=remount-ro 0 1' > /etc/fstab
+cat > /etc/default/grub.d/kubelab.cfg <<'EOF'
+GRUB_TIMEOUT=1
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="{KERNEL_CMDLINE}"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --speed=115200"
+EOF
+echo 'grub-pc grub-pc/install_devices multiselect' | debconf-set-selections
+apt-get update -q
+apt-get install -y -q --no-install-recommends {' '.join(BOOT_PACKAGES)}
+grub-install --target=i386-pc {loop}
+update-grub
+grep -q 'root=UUID={fs_uuid}' /boot/grub/grub.cfg
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+: > /etc/resolv.conf
+"""
+    script = f"""
+mount {part} {mnt}
+cp -a {root}/. {mnt}/
+mkdir -p {mnt}/etc/default/grub.d
+mount -t proc proc {mnt}/proc
+mount -t sysfs sysfs {mnt}/sys
+mount -t tmpfs -o mode=755 tmpfs {mnt}/dev
+cp -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty {loop} {part} {mnt}/dev/
+mkdir -p {mnt}/dev/pts {mnt}/dev/disk/by-uuid
+ln -s ../../{Path(part).name} {mnt}/dev/disk/by-uuid/{fs_uuid}
+cp /etc/resolv.conf {mnt}/etc/resolv.conf
+chroot {mnt} /bin/sh -ec "$0"
+"""
+    _run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", script,
+          chroot_script], log, env=CHROOT_ENV)
+
+
+def _remove_other_boxes(keep):
+    for entry in BOXES.iterdir():
+        if entry.name != keep and re.fullmatch(r"[0-9a-f]{16}", entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _virsh(*args):
+    return subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args],
+                          capture_output=True, text=True).stdout
+
+
+def remove_unused_volumes(name):
+    """Remove vagrant-libvirt's copies of the box `name` in libvirt's default pool that no
+    VM uses. vagrant-libvirt makes one per box file it sees (named with its timestamp):
+    old ones pile up after rebuilds, and the current one is made again on the next `up`."""
+    if not shutil.which("virsh"):
+        return
+    prefix = name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    in_use = "".join(_virsh("dumpxml", d) for d in _virsh("list", "--all", "--name").split())
+    for volume in _virsh("vol-list", "default").split()[::2]:
+        if volume.startswith(prefix) and volume not in in_use:
+            _virsh("vol-delete", "--pool", "default", volume)

@@ -1,0 +1,50 @@
+"""`kubelab host check`: every missing piece named with its fix, before anything starts."""
+import subprocess
+
+import yaml
+
+from kubelab import host
+from kubelab.paths import DEFAULT_SPEC
+from kubelab.plan import load_plan
+
+
+def _plan(tmp_path, overrides=None):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(DEFAULT_SPEC), **(overrides or {})}))
+    return load_plan(path)
+
+
+def test_missing_tools_are_named_with_their_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
+    problems = host.check(_plan(tmp_path), "libvirt")
+    for tool in ("vagrant", "qemu-system-x86_64", "qemu-img", "virsh", "libvirtd"):
+        found = [p for p in problems if p.startswith(f"{tool} is missing")]
+        assert found and "kubelab host setup" in found[0], problems
+    vbox = host.check(_plan(tmp_path), "virtualbox")
+    assert any(p.startswith("VirtualBox is missing") for p in vbox)
+
+
+def test_more_memory_than_the_machine_has_is_a_problem(tmp_path):
+    plan = _plan(tmp_path, {"hosts": {"workers": {"memory": 1 << 24}}})
+    for provider in host.VM_PROVIDERS:
+        problems = [p for p in host.check(plan, provider) if "MiB available" in p]
+        assert len(problems) == 1 and "hosts.*.memory" in problems[0]
+
+
+def test_the_default_spec_fits_this_machine(tmp_path):
+    assert not [p for p in host.check(_plan(tmp_path), "libvirt") if "MiB available" in p]
+
+
+def test_containers_need_no_vm_tools(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert host.check(_plan(tmp_path), "nspawn") == []
+
+
+def test_every_host_package_exists_in_the_archive():
+    """HOST_PACKAGES is what CI installs: a typo would only show on a fresh machine."""
+    run = subprocess.run(["apt-cache", "show", "--no-all-versions", *host.HOST_PACKAGES],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    shown = {line.split(": ", 1)[1] for line in run.stdout.splitlines()
+             if line.startswith("Package: ")}
+    assert shown == set(host.HOST_PACKAGES)

@@ -1,0 +1,105 @@
+"""VM smoke test: two VMs of tests/specs/vm.yaml (the gateway and the first HAProxy host)
+from the local box, brought up with the generated Vagrantfile under libvirt, reach each
+other over the internal network they share. Reached only by SSH over vagrant-libvirt's
+management network, which holds a host address. Always destroyed, also on failure.
+
+Slow under software emulation (several minutes). Prints the figures the issue asks for:
+box time, VM up time, QEMU's memory per VM, destroy time."""
+import re
+import subprocess
+import time
+
+import pytest
+
+from kubelab import host, vagrant
+from kubelab.box import build_box
+from kubelab.paths import REPO
+from kubelab.plan import load_plan
+
+pytestmark = pytest.mark.vm
+SPEC = REPO / "tests" / "specs" / "vm.yaml"
+
+
+def _ssh(config, name, command):
+    run = subprocess.run(["ssh", "-F", str(config), name, command],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{name}: {command}: {run.stderr or run.stdout}"
+    return run.stdout
+
+
+def _qemu_rss_mib(plan, names):
+    """{host: resident MiB of its QEMU process}."""
+    ps = subprocess.run(["ps", "-C", "qemu-system-x86_64", "-o", "rss=,args="],
+                        capture_output=True, text=True).stdout
+    rss = {}
+    for line in ps.splitlines():
+        kib, args = line.split(maxsplit=1)
+        for name in names:
+            if f"guest={plan.name}-{name}," in args:
+                rss[name] = int(kib) // 1024
+    return rss
+
+
+@pytest.fixture(scope="module")
+def vm_lab(lab_state):
+    plan = load_plan(SPEC)
+    started = time.monotonic()
+    build_box(name=plan.boxes["libvirt"])
+    print(f"\nbox ready after {time.monotonic() - started:.1f} s")
+    problems = host.check(plan, "libvirt")
+    assert not problems, "host not ready:\n" + "\n".join(problems)
+    names = [plan.gateway.name, plan.group("loadbalancers")[0].name]
+    try:
+        started = time.monotonic()
+        config = vagrant.up(plan, "libvirt", names)
+        print(f"{len(names)} VMs up (vagrant up + ssh config) in "
+              f"{time.monotonic() - started:.1f} s; QEMU RSS MiB: {_qemu_rss_mib(plan, names)}")
+        yield plan, config, names
+    finally:
+        started = time.monotonic()
+        vagrant.destroy(plan)   # raises if a VM, network or volume of the lab is left
+        print(f"destroyed in {time.monotonic() - started:.1f} s")
+
+
+def test_ssh_config_names_every_vm(vm_lab):
+    plan, config, names = vm_lab
+    aliases = re.findall(r"^Host (\S+)$", config.read_text(), re.M)
+    assert aliases == names
+    for name in names:
+        assert _ssh(config, name, "hostname -s; id -un").split()[1] == "vagrant"
+
+
+def test_nics_follow_the_plan_and_internal_ones_wait_for_the_deploy(vm_lab):
+    plan, config, names = vm_lab
+    for name in names:
+        planned = plan.host(name)
+        links = _ssh(config, name, "ip -o link show")
+        macs = dict(re.findall(r"^\d+: (eth\d+): .*? link/ether (\S+)", links, re.M))
+        assert macs == {nic.device: nic.mac for nic in [planned.mgmt, *planned.nics]}
+        for nic in planned.nics:      # Vagrant configured no internal NIC (auto_config off)
+            assert "inet " not in _ssh(config, name, f"ip -o -4 addr show dev {nic.device}")
+
+
+def test_libvirt_networks_are_isolated_and_hold_the_planned_host_address(vm_lab):
+    plan, _, _ = vm_lab
+    for net in plan.networks:
+        xml = subprocess.run(["virsh", "-c", "qemu:///system", "net-dumpxml",
+                              f"{plan.name}-{net.name}"], capture_output=True, text=True,
+                             check=True).stdout
+        assert f"<ip address='{net.host_ip}' netmask='{net.netmask}'" in xml
+        assert "<forward" not in xml and "<dhcp" not in xml
+
+
+def test_two_vms_reach_each_other_over_an_internal_network(vm_lab):
+    """The deploy will address internal NICs by DHCP from the gateway; here each side gets
+    its planned address by hand, and each pings the other on the network they share."""
+    plan, config, names = vm_lab
+    gateway, client = (plan.host(n) for n in names)
+    shared = client.nics[0].network
+    ends = [(gateway, gateway.nic(shared)), (client, client.nic(shared))]
+    for vm, nic in ends:
+        _ssh(config, vm.name, f"sudo ip addr replace {nic.address}/{nic.prefixlen} "
+                              f"dev {nic.device} && sudo ip link set {nic.device} up")
+    for (vm, _), (_, peer) in (ends, ends[::-1]):
+        out = _ssh(config, vm.name, f"ping -c 3 -W 2 {peer.address}")
+        assert " 0% packet loss" in out
