@@ -57,6 +57,12 @@ def derived_spec(tmp_path, suffix, base=SMALL_SPEC):
 
 
 @pytest.fixture
+def spec_named(tmp_path):
+    """spec_named(suffix): small.yaml as a lab of a test's own (see derived_spec)."""
+    return lambda suffix: derived_spec(tmp_path, suffix)
+
+
+@pytest.fixture
 def ssh_env(container_lab):
     """Environment for subprocesses that read the lab through the repo's inventory.py."""
     _, config = container_lab

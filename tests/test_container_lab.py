@@ -2,6 +2,7 @@
 match the plan, the lab is isolated from the outside, Gluster works inside, and destroy
 leaves nothing behind. Needs root; CI runs it every time."""
 import json
+import os
 import subprocess
 import uuid
 
@@ -11,6 +12,7 @@ from netaddr import IPNetwork
 
 from kubelab import nspawn
 from kubelab.paths import REPO
+from kubelab.plan import load_plan
 
 pytestmark = pytest.mark.lab
 
@@ -171,3 +173,15 @@ def test_destroy_leaves_nothing_behind(gluster_lab):
     with open("/proc/self/mounts") as mounts:
         assert not [line for line in mounts if str(nspawn.lab_dir(plan)) in line]
     assert all(state == "not created" for _, state in nspawn.status(plan))
+
+
+def test_a_failed_up_names_the_host_and_leaves_nothing(lab_state, spec_named, monkeypatch):
+    """sshd made to never answer: up() fails naming the hosts, and removes what it made."""
+    plan = load_plan(spec_named(f"-ft{os.getpid()}"))
+    names = [plan.gateway.name, plan.group("storage")[0].name]
+    monkeypatch.setattr(nspawn, "SSH_TIMEOUT", 2)
+    monkeypatch.setattr(nspawn, "_ssh_answers", lambda config, host: False)
+    with pytest.raises(nspawn.NspawnError, match="never answered") as err:
+        nspawn.up(plan, names)
+    assert all(name in str(err.value) for name in names)
+    assert nspawn.leftovers(plan) == []
