@@ -90,9 +90,10 @@ def cmd_up(plan, args):
                   file=sys.stderr)
             return 1
     hosts = args.hosts.split(",") if args.hosts else None
-    backend = _backend(provider)
-    ssh_config = backend.up(plan, hosts) if provider == "nspawn" else \
-        backend.up(plan, provider)
+    if provider == "nspawn":
+        ssh_config = _backend(provider).up(plan, hosts)
+    else:
+        ssh_config = _backend(provider).up(plan, provider, hosts)
     _provider_file(plan).write_text(provider + "\n")
     print(f"lab {plan.name} is up ({provider}); ssh config: {ssh_config}")
 
@@ -158,7 +159,7 @@ def _parser():
                              ("create", cmd_create, "up + provision + verify")):
         p = add(name, func, help)
         p.add_argument("--provider", choices=PROVIDERS, help="default: the spec's")
-        p.add_argument("--hosts", help="nspawn only: a comma-separated subset of the plan")
+        p.add_argument("--hosts", help="a comma-separated subset of the plan's hosts")
     add("provision", cmd_provision, "configure every host (pyinfra)")
     add("verify", cmd_verify, "check every host (pytest + testinfra)")
     add("status", cmd_status, "what is running")

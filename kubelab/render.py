@@ -26,8 +26,9 @@ def artifacts(plan):
     from kubelab.diagram import svg
     from kubelab.inventory import GROUPS, group
     from kubelab.table import plan_table
+    from kubelab.vagrant import vagrantfile
 
     files = {"plan.json": json.dumps(plan.to_dict(), indent=2), "plan.txt": plan_table(plan),
-             "network.svg": svg(plan),
+             "network.svg": svg(plan), "Vagrantfile": vagrantfile(plan),
              "inventory.json": json.dumps({g: group(plan, g) for g in GROUPS}, indent=2)}
     return files

@@ -197,7 +197,7 @@ def test_missing_spec_file_names_the_fix(tmp_path):
 def test_cli_reports_problems_and_exits_non_zero(tmp_path):
     spec = write_spec(tmp_path, {"hosts": {"masters": {"count": 2}}})
     before = sorted(p.name for p in tmp_path.iterdir())
-    run = subprocess.run([sys.executable, "-m", "kubelab", "--spec", str(spec), "plan"],
+    run = subprocess.run([sys.executable, "-m", "kubelab", "--spec", str(spec), "render"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2
     assert "hosts.masters.count" in run.stderr and "nothing was changed" in run.stderr
