@@ -5,12 +5,14 @@
 Runs in a temporary state dir; the lab is destroyed at the end, also on failure. RSS counts
 shared pages once per process; PSS shares them out (closer to what a host really costs)."""
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+OWN_STATE = "KUBELAB_STATE" not in os.environ
 os.environ.setdefault("KUBELAB_STATE", tempfile.mkdtemp(prefix="kubelab-bench-"))
 sys.path.insert(0, str(REPO))
 
@@ -55,6 +57,8 @@ def main(spec):
         nspawn.destroy(plan)
         print(f"down: {time.monotonic() - start:.1f} s; left behind: "
               f"{nspawn.leftovers(plan) or 'nothing'}")
+        if OWN_STATE:
+            shutil.rmtree(os.environ["KUBELAB_STATE"])
 
 
 if __name__ == "__main__":
