@@ -164,6 +164,23 @@ def container_pids(plan):
     return found
 
 
+def _foreign_states(plan):
+    """State dirs of other runs' containers of this lab name (from their command lines)."""
+    machines = {f"--machine={machine(plan, h)}" for h in plan.hosts}
+    marker = f"/{plan.name}/hosts/"
+    states = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+            continue
+        if machines & set(argv):
+            for arg in argv:
+                if arg.startswith("--directory=") and marker in arg:
+                    states.add(arg.removeprefix("--directory=").split(marker)[0])
+    return sorted(states)
+
+
 def descendants(pid):
     """pid and every process below it (a container's processes)."""
     children = {}
@@ -216,8 +233,11 @@ def preflight(plan):
         what = ", ".join(running) or f"namespace {lab_netns(plan)}"
         problems.append(f"lab {plan.name} is already up ({what}): `kubelab destroy` it first")
     elif owner(plan) is None and _global_leftovers(plan):
+        states = _foreign_states(plan)
+        fix = (f"destroy it with KUBELAB_STATE={' or '.join(states)}" if states
+               else "remove them by hand")
         problems.append(f"lab {plan.name} has leftovers no kubelab run owns "
-                        f"({', '.join(_global_leftovers(plan))}): remove them by hand")
+                        f"({', '.join(_global_leftovers(plan))}): {fix}")
     return problems
 
 
