@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from kubelab.errors import LabError
 from kubelab.paths import DEFAULT_SPEC, lab_dir
 from kubelab.plan import load_plan
 from kubelab.spec import SpecError
@@ -37,9 +38,9 @@ def _provider_file(plan):
 
 
 def _current_provider(plan):
-    """The provider the lab was brought up with (kept by `up`), else the spec's default."""
+    """The provider the lab was brought up with (kept by `up`); None when it is not up."""
     path = _provider_file(plan)
-    return path.read_text().strip() if path.exists() else plan.default_provider
+    return path.read_text().strip() if path.exists() else None
 
 
 def cmd_plan(plan, args):
@@ -114,13 +115,20 @@ def cmd_create(plan, args):
 
 def cmd_status(plan, args):
     provider = _current_provider(plan)
+    if provider is None:
+        print(f"lab {plan.name} is not up (`kubelab up` brings it up)")
+        return
     print(f"lab {plan.name} ({provider})")
     for name, state in _backend(provider).status(plan):
         print(f"  {name:20} {state}")
 
 
 def cmd_destroy(plan, args):
-    provider = _current_provider(plan)
+    provider = _current_provider(plan) or args.provider
+    if provider is None:
+        print(f"lab {plan.name} was not brought up from this state dir; to remove what a "
+              "provider left anyway, name it: `kubelab destroy --provider P`", file=sys.stderr)
+        return 1
     if not args.yes:
         answer = input(f"Destroy lab {plan.name} ({provider}): every host, network and disk "
                        "it made? [y/N] ")
@@ -163,8 +171,9 @@ def _parser():
     add("provision", cmd_provision, "configure every host (pyinfra)")
     add("verify", cmd_verify, "check every host (pytest + testinfra)")
     add("status", cmd_status, "what is running")
-    add("destroy", cmd_destroy, "remove the lab").add_argument(
-        "-y", "--yes", action="store_true", help="do not ask")
+    p = add("destroy", cmd_destroy, "remove the lab")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--provider", choices=PROVIDERS, help="when the lab's provider is unknown")
     return parser
 
 
@@ -177,4 +186,8 @@ def main(argv=None):
         return 2
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return args.func(plan, args) or 0
+    try:
+        return args.func(plan, args) or 0
+    except LabError as err:
+        print(f"kubelab {args.command}: {err}", file=sys.stderr)
+        return 1

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from kubelab import packages
+from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, REPO
 from kubelab.progress import phase
 
@@ -43,7 +44,7 @@ iptables-persistent iptables-persistent/autosave_v6 boolean false
 """
 
 
-class ImageError(Exception):
+class ImageError(LabError):
     pass
 
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from kubelab import image
+from kubelab.errors import LabError
 from kubelab.paths import lab_dir, ssh_config
 from kubelab.progress import phase
 from kubelab.render import render
@@ -41,7 +42,7 @@ OWNERS = Path("/run/kubelab/labs")
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
 
 
-class NspawnError(Exception):
+class NspawnError(LabError):
     pass
 
 
