@@ -46,6 +46,9 @@ def vm_lab(lab_state):
     started = time.monotonic()
     build_box(name=plan.boxes["libvirt"])
     print(f"\nbox ready after {time.monotonic() - started:.1f} s")
+    # The machine as `kubelab host setup` leaves it (a no-op when it already is): an image
+    # build's chroot may have handed /dev/kvm to the image's kvm group meanwhile.
+    host.setup()
     problems = host.check(plan, "libvirt")
     assert not problems, "host not ready:\n" + "\n".join(problems)
     names = [plan.gateway.name, plan.group("loadbalancers")[0].name]
