@@ -179,8 +179,8 @@ def _network_clashes(plan):
 
 
 def setup():
-    """Install HOST_PACKAGES (only what is missing) and make sure the libvirt daemons run.
-    Returns {daemon: pid} of the daemons it started (empty when all were running)."""
+    """Install HOST_PACKAGES (only what is missing), set what udev and systemd would, and
+    make sure the libvirt daemons run. A second run changes nothing."""
     missing = [p for p in HOST_PACKAGES if not _installed(p)]
     if missing:
         print(f"installing {' '.join(missing)}", flush=True)
@@ -190,8 +190,9 @@ def setup():
     _raise_inotify_limit()
     _fix_kvm_device()
     started = {} if _systemd_runs() else start_daemons()
+    for daemon, pid in started.items():
+        print(f"started {daemon} (pid {pid})", flush=True)
     print("host ready for kubelab (libvirt, nspawn, image build)", flush=True)
-    return started
 
 
 def _raise_inotify_limit():

@@ -1,6 +1,6 @@
-"""VM smoke test: two VMs of tests/specs/vm.yaml (the gateway and the first HAProxy host)
+"""VM smoke test: two VMs of tests/specs/vm.yaml (the gateway and the first storage host)
 from the local box, brought up with the generated Vagrantfile under libvirt, reach each
-other over the internal network they share. Reached only by SSH over vagrant-libvirt's
+other over the internal network they share; the storage host has its data disk. Reached only by SSH over vagrant-libvirt's
 management network, which holds a host address. Always destroyed, also on failure.
 
 Slow under software emulation (several minutes). Prints the figures the issue asks for:
@@ -51,7 +51,7 @@ def vm_lab(lab_state):
     host.setup()
     problems = host.check(plan, "libvirt")
     assert not problems, "host not ready:\n" + "\n".join(problems)
-    names = [plan.gateway.name, plan.group("loadbalancers")[0].name]
+    names = [plan.gateway.name, plan.group("storage")[0].name]
     try:
         started = time.monotonic()
         config = vagrant.up(plan, "libvirt", names)
@@ -106,3 +106,15 @@ def test_two_vms_reach_each_other_over_an_internal_network(vm_lab):
     for (vm, _), (_, peer) in (ends, ends[::-1]):
         out = _ssh(config, vm.name, f"ping -c 3 -W 2 {peer.address}")
         assert " 0% packet loss" in out
+
+
+def test_storage_host_has_its_data_disk(vm_lab):
+    plan, config, names = vm_lab
+    storage = [plan.host(n) for n in names if plan.host(n).data_disk]
+    assert storage
+    for vm in storage:
+        root = _ssh(config, vm.name, "lsblk -n -o PKNAME $(findmnt -n -o SOURCE /)").strip()
+        disks = _ssh(config, vm.name, "lsblk -b -d -n -o NAME,SIZE").split()
+        sizes = dict(zip(disks[::2], map(int, disks[1::2])))
+        assert root in sizes
+        assert [size for name, size in sizes.items() if name != root] == [vm.data_disk << 30]
