@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from kubelab.image import rootfs, image_hash
+from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, spec_path
 from kubelab.progress import phase
 
@@ -40,7 +41,7 @@ end
 """
 
 
-class BoxError(Exception):
+class BoxError(LabError):
     pass
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from netaddr import IPNetwork
 
+from kubelab.errors import LabError
+
 # Everything a fresh Debian 12 machine needs for `kubelab image build`, the libvirt and
 # container labs (VirtualBox itself is not in Debian 12's main archive).
 HOST_PACKAGES = ["vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-clients",
@@ -185,8 +187,10 @@ def setup():
     if missing:
         print(f"installing {' '.join(missing)}", flush=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env)
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
+            if subprocess.run(cmd, env=env).returncode != 0:
+                raise LabError(f"`{' '.join(cmd)}` failed (see its output above); fix apt, "
+                               "then run `kubelab host setup` again")
     _raise_inotify_limit()
     _fix_kvm_device()
     started = {} if _systemd_runs() else start_daemons()
@@ -249,7 +253,7 @@ def start_daemons(timeout=30):
         deadline = time.monotonic() + timeout
         while not _socket_answers(sock):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{daemon} did not open {sock} within {timeout} s; "
+                raise LabError(f"{daemon} did not open {sock} within {timeout} s; "
                                    f"run `{daemon} -v` by hand to see why")
             time.sleep(0.2)
         started[daemon] = int(pidfile.read_text())

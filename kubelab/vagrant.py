@@ -11,6 +11,7 @@ from pathlib import Path
 
 import vagrant as python_vagrant
 
+from kubelab.errors import LabError
 from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, ssh_config
 from kubelab.progress import phase
 from kubelab.render import render
@@ -21,7 +22,7 @@ TCG_CACHE_MIB = 64
 TOP_LEVEL = REPO / "Vagrantfile"
 
 
-class VagrantError(Exception):
+class VagrantError(LabError):
     """A VM step failed; the message names what and how to go on."""
 
 
