@@ -59,8 +59,11 @@ def baseline(plan, me):
     container = in_container()
     apt.packages(name="Common packages", packages=ROLE_PACKAGES["common"])
     server.hostname(name="Host name", hostname=me.name)
-    files.line(name="FQDN in /etc/hosts", path="/etc/hosts", line=r"^127\.0\.1\.1\s.*",
-               replace=f"127.0.1.1 {me.fqdn} {me.name}")
+    fqdn_pattern = me.fqdn.replace(".", r"\.")     # grep's basic regular expression
+    # The host's own name resolves to its lab address, as in DNS (not Debian's 127.0.1.1:
+    # Kubernetes and etcd must never see a loopback address as the node's).
+    files.line(name="FQDN in /etc/hosts", path="/etc/hosts",
+               line=f"^[^ ]* {fqdn_pattern} ", replace=f"{me.address} {me.fqdn} {me.name}")
 
     # Time: a container runs on the lab machine's clock (chrony could not set it: Debian's
     # unit needs CAP_SYS_TIME); a VM syncs from the gateway, which serves the lab.

@@ -1,0 +1,113 @@
+"""`kubelab provision` and `kubelab verify`: the native tools, run for the lab's hosts.
+
+provision runs `pyinfra -y inventory.py deploy.py` and verify runs `pytest tests/hosts`
+with the spec in $KUBELAB_SPEC, limited to the hosts the lab brought up (the ones in its
+ssh config). Both print one progress line per stage and keep the tools' full output in
+the lab's state directory.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from kubelab.paths import REPO, lab_dir, ssh_config
+from kubelab.progress import phase
+
+STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
+TOTAL = re.compile(r"^\s*Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
+
+
+class ProvisionError(Exception):
+    pass
+
+
+def pyinfra_command():
+    """pyinfra's own launcher. Not `python -m pyinfra`: that imports pyinfra before gevent
+    patches the standard library, and the first SSH connection through a ProxyCommand then
+    waits forever (pyinfra 3.10, paramiko 4.0)."""
+    beside = Path(sys.executable).with_name("pyinfra")
+    return [str(beside)] if beside.exists() else [shutil.which("pyinfra") or "pyinfra"]
+
+
+def up_hosts(plan):
+    """Planned hosts reachable now: those of the spec's ssh_hosts, and those in the ssh
+    config `kubelab up` wrote (in plan order)."""
+    names = set(plan.ssh_hosts)
+    config = ssh_config(plan)
+    if config.exists():
+        names |= {line.split()[1] for line in config.read_text().splitlines()
+                  if line.startswith("Host ") and len(line.split()) == 2}
+    hosts = [h.name for h in plan.hosts if h.name in names]
+    if not hosts:
+        raise ProvisionError(f"no host of lab {plan.name} is up (no ssh config at {config}): "
+                             "bring the lab up first (kubelab up)")
+    return hosts
+
+
+def _env(spec_path):
+    return {**os.environ, "KUBELAB_SPEC": str(Path(spec_path).resolve())}
+
+
+def totals(output):
+    """pyinfra's result totals {hosts, changed, errors, unchanged} (None if it printed none)."""
+    for line in reversed(output.splitlines()):
+        match = TOTAL.match(line)
+        if match:
+            return dict(zip(("hosts", "changed", "errors", "unchanged"),
+                            (0 if v == "-" else int(v) for v in match.groups())))
+    return None
+
+
+def deploy(plan, spec_path, log):
+    """Run the deploy, one progress phase per stage. Returns (exit code, output, seconds)."""
+    limits = [arg for name in up_hosts(plan) for arg in ("--limit", name)]
+    cmd = [*pyinfra_command(), "-y", *limits, "inventory.py", "deploy.py"]
+    start = time.monotonic()
+    lines = []
+    with open(log, "w") as out, ExitStack() as stages:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(spec_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        stages.enter_context(phase("Connecting, loading facts and the deploy"))
+        seen = set()
+        for line in proc.stdout:
+            out.write(line)
+            lines.append(line)
+            match = STAGE.match(line)
+            # Stages overlap where their hosts differ: a phase ends when the next one starts.
+            if match and match.group(1) not in seen:
+                seen.add(match.group(1))
+                stages.close()
+                stages.enter_context(phase(match.group(1)))
+        code = proc.wait()
+    return code, "".join(lines), time.monotonic() - start
+
+
+def provision(plan, spec_path):
+    """Configure every host that is up; returns the exit code for the CLI."""
+    log = lab_dir(plan) / "provision.log"
+    code, output, seconds = deploy(plan, spec_path, log)
+    result = totals(output)
+    if code != 0 or not result or not result["hosts"] or result["errors"]:
+        tail = "\n".join(output.splitlines()[-30:])
+        print(f"provision FAILED (pyinfra exit {code}) after {seconds:.1f} s; "
+              f"full output: {log}\n{tail}", file=sys.stderr)
+        return code or 1
+    print(f"provisioned {len(up_hosts(plan))} hosts in {seconds:.1f} s: "
+          f"{result['changed']} changes, {result['unchanged']} unchanged (log: {log})")
+    return 0
+
+
+def verify_command(plan):
+    hosts = ",".join(f"ssh://{name}" for name in up_hosts(plan))
+    return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
+            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q"]
+
+
+def verify(plan, spec_path):
+    """Run the host checks on every host that is up; returns pytest's exit code."""
+    with phase(f"Checking lab {plan.name} (pytest tests/hosts)"):
+        return subprocess.run(verify_command(plan), cwd=REPO, env=_env(spec_path)).returncode

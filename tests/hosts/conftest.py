@@ -1,0 +1,108 @@
+"""Checks of running lab hosts (testinfra over SSH).
+
+    pytest tests/hosts --hosts=ssh://gateway,ssh://hapx01 --ssh-config=.kubelab/LAB/ssh_config
+    kubelab verify        (the same, for every host the lab brought up)
+
+--hosts names the hosts that are up (default: every planned host); the plan of $KUBELAB_SPEC
+says what each one is, and each check is generated only for the hosts it applies to.
+They need a running lab, so the unit test run (`pytest` from the top) does not collect them;
+tests/test_gateway_lab.py runs them on a container lab it brings up.
+"""
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from kubelab.paths import spec_path, ssh_config
+from kubelab.plan import load_plan
+
+HERE = Path(__file__).parent.resolve()
+
+
+def pytest_ignore_collect(collection_path, config):
+    asked = any(HERE == p or HERE in p.parents
+                for p in (Path(str(a).split("::")[0]).resolve() for a in config.args))
+    if not asked and HERE in Path(collection_path).resolve().parents:
+        return True
+    return None
+
+
+def _plan():
+    return load_plan(spec_path())
+
+
+def up_hosts(config, plan):
+    """The planned hosts named by --hosts (ssh://name, user@name or name), in plan order."""
+    if not config.option.hosts:
+        return list(plan.hosts)
+    names = set()
+    for spec in config.option.hosts.split(","):
+        name = spec.split("://")[-1].split("?")[0].split("@")[-1].strip()
+        if name not in {h.name for h in plan.hosts}:
+            raise pytest.UsageError(f"--hosts: {name!r} is not a host of the plan of "
+                                    f"{spec_path()}; set KUBELAB_SPEC to the lab's spec")
+        names.add(name)
+    return [h for h in plan.hosts if h.name in names]
+
+
+def clients(config, plan):
+    """Up hosts that take their internal address from the gateway's DHCP."""
+    return [h for h in up_hosts(config, plan) if h.group != "gateway"]
+
+
+def other_network_peers(config, plan):
+    """(client, peer): for each up client, an up client on another internal network."""
+    up = clients(config, plan)
+    pairs = []
+    for me in up:
+        peer = next((h for h in up if h.nics[0].network != me.nics[0].network), None)
+        if peer:
+            pairs.append((me, peer))
+    return pairs
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize from the plan and --hosts: `router` (the gateway, when it is among the
+    hosts), `client`, `source` (any up host), `pair` and `network` (every internal network)."""
+    if not {"router", "client", "source", "pair", "network"} & set(metafunc.fixturenames):
+        return
+    config, plan = metafunc.config, _plan()
+    if "router" in metafunc.fixturenames:
+        hosts = [h for h in up_hosts(config, plan) if h.group == "gateway"]
+        metafunc.parametrize("router", hosts, ids=[h.name for h in hosts])
+    if "client" in metafunc.fixturenames:
+        hosts = clients(config, plan)
+        metafunc.parametrize("client", hosts, ids=[h.name for h in hosts])
+    if "source" in metafunc.fixturenames:
+        hosts = up_hosts(config, plan)
+        metafunc.parametrize("source", hosts, ids=[h.name for h in hosts])
+    if "pair" in metafunc.fixturenames:
+        pairs = other_network_peers(config, plan)
+        metafunc.parametrize("pair", pairs, ids=[f"{a.name}->{b.name}" for a, b in pairs])
+    if "network" in metafunc.fixturenames:
+        metafunc.parametrize("network", plan.networks, ids=[n.name for n in plan.networks])
+
+
+@pytest.fixture(scope="session")
+def plan():
+    return _plan()
+
+
+@pytest.fixture(scope="session")
+def connect(request, plan):
+    """connect(host) -> a testinfra host over SSH (root through sudo), one per host."""
+    config = request.config.option.ssh_config or str(ssh_config(plan))
+    cache = {}
+
+    def get(host):
+        if host.name not in cache:
+            cache[host.name] = testinfra.get_host(f"ssh://{host.name}", ssh_config=config,
+                                                  sudo=True)
+        return cache[host.name]
+    return get
+
+
+@pytest.fixture(scope="session")
+def gateway(plan, connect):
+    """The gateway's testinfra host: client checks read its DHCP leases."""
+    return connect(plan.gateway)

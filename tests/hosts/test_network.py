@@ -1,0 +1,155 @@
+"""The network principal and the common baseline, checked on running hosts (issue 4)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# What the outside side of the NAT runs: accept one connection, print the peer's address.
+LISTENER = """
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+s.listen(1)
+s.settimeout(float(sys.argv[2]))
+print(s.getsockname()[1], flush=True)
+conn, peer = s.accept()
+print(peer[0], flush=True)
+"""
+LISTEN_SECONDS = 20
+
+
+def run_ok(host, command):
+    result = host.run(command)
+    assert result.rc == 0, f"{command!r} failed (rc {result.rc}): {result.stderr.strip()}"
+    return result.stdout
+
+
+def links(host):
+    """{mac: (ifname, [addresses])} of the host."""
+    data = json.loads(run_ok(host, "ip -j addr show"))
+    return {link["address"]: (link["ifname"],
+                              [a["local"] for a in link.get("addr_info", [])
+                               if a["family"] == "inet"])
+            for link in data if link.get("link_type") == "ether"}
+
+
+# --- the gateway ----------------------------------------------------------------------------
+
+def test_gateway_forwards_now_and_after_reboot(router, connect):
+    gw = connect(router)
+    assert run_ok(gw, "cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
+    assert "net.ipv4.ip_forward = 1" in gw.file("/etc/sysctl.d/60-kubelab.conf").content_string
+
+
+def test_gateway_nat_and_forward_rules(router, connect, plan):
+    gw = connect(router)
+    nat = run_ok(gw, "iptables -t nat -S").splitlines()
+    forward = run_ok(gw, "iptables -S FORWARD").splitlines()
+    assert "-P FORWARD DROP" in forward
+    assert "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in forward
+    for net in plan.networks:
+        assert f"-A FORWARD -s {net.cidr} -j ACCEPT" in forward
+        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in nat
+        assert f"-A KUBELAB-NAT -d {net.cidr} -j RETURN" in nat
+    assert nat[-1] == "-A KUBELAB-NAT -j MASQUERADE"
+    # Persisted: netfilter-persistent loads the same rules at boot.
+    assert gw.service("netfilter-persistent").is_enabled
+    run_ok(gw, "iptables-restore --test /etc/iptables/rules.v4")
+    saved = gw.file("/etc/iptables/rules.v4").content_string
+    for net in plan.networks:
+        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in saved
+
+
+def test_dnsmasq_serves_every_internal_leg(router, connect, network):
+    gw = connect(router)
+    assert gw.service("dnsmasq").is_running and gw.service("dnsmasq").is_enabled
+    for proto in ("udp", "tcp"):
+        assert gw.socket(f"{proto}://{network.gateway}:53").is_listening
+    assert gw.socket("udp://0.0.0.0:67").is_listening
+
+
+# --- every host -----------------------------------------------------------------------------
+
+def test_resolves_every_planned_host(source, connect, plan):
+    """Through the gateway's dnsmasq: every planned host (up or not), short and FQDN, and
+    the API's name."""
+    expected = {h.name: str(h.address) for h in plan.hosts}
+    expected.update({h.fqdn: str(h.address) for h in plan.hosts})
+    expected[plan.api_name] = str(plan.api_vip)
+    script = "; ".join(f"echo {name} $(getent ahostsv4 {name} | head -1 | cut -d' ' -f1)"
+                       for name in expected)
+    answers = dict(line.split(" ", 1) if " " in line else (line, "")
+                   for line in run_ok(connect(source), script).splitlines())
+    wrong = {n: (answers.get(n), a) for n, a in expected.items() if answers.get(n) != a}
+    assert not wrong, f"name: (got, planned) {wrong}"
+
+
+def test_hostname_and_fqdn(source, connect):
+    host = connect(source)
+    assert run_ok(host, "hostname").strip() == source.name
+    assert run_ok(host, "hostname -f").strip() == source.fqdn
+
+
+# --- hosts on the internal networks ---------------------------------------------------------
+
+def test_holds_its_reservation_from_dhcp(client, connect, gateway, plan):
+    host, nic = connect(client), client.nics[0]
+    by_mac = links(host)
+    assert nic.mac in by_mac, f"no NIC with the planned MAC {nic.mac}"
+    name, addresses = by_mac[nic.mac]
+    assert str(nic.address) in addresses
+    # The address came from the gateway's dnsmasq: its lease names this MAC.
+    leases = run_ok(gateway, "cat /var/lib/misc/dnsmasq.leases").split("\n")
+    assert any(line.split()[1:4] == [nic.mac, str(nic.address), client.name]
+               for line in leases if line.strip())
+    # Its default route is the gateway's leg; the management NIC keeps its own subnet.
+    routes = json.loads(run_ok(host, "ip -j -4 route show default"))
+    assert routes == [{"dst": "default", "gateway": str(plan.network(nic.network).gateway),
+                       "dev": name, "protocol": "dhcp", "prefsrc": str(nic.address),
+                       "metric": 1024, "flags": []}]
+    mgmt_name, mgmt_addresses = by_mac[client.mgmt.mac]
+    assert str(client.mgmt.address) in mgmt_addresses
+
+
+def test_reaches_another_network_through_the_gateway(pair, connect, plan):
+    me, peer = pair
+    host = connect(me)
+    route = json.loads(run_ok(host, f"ip -j route get {peer.address}"))[0]
+    assert route["gateway"] == str(plan.network(me.nics[0].network).gateway)
+    run_ok(host, f"ping -c 2 -W 2 {peer.address}")
+
+
+@pytest.fixture
+def outside(plan):
+    """A one-connection TCP listener on the outside side of the gateway's NAT (the lab
+    machine's management address: in the container lab's namespace, or on libvirt's
+    bridge), started here and killed by PID. Yields (port, process)."""
+    from kubelab.nspawn import lab_netns
+    netns = lab_netns(plan)
+    prefix = ["ip", "netns", "exec", netns] if Path("/run/netns", netns).exists() else []
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", LISTENER,
+                             str(plan.management_host_ip), str(LISTEN_SECONDS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline() or 0)
+        assert port, f"listener did not start: {proc.stderr.read()}"
+        yield port, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_reaches_the_outside_through_nat(client, connect, plan, outside):
+    port, listener = outside
+    host, nic = connect(client), client.nics[0]
+    device = links(host)[nic.mac][0]
+    # Bound to the internal NIC: the management subnet is on-link for every host, so only
+    # this way does the connection take the default route through the gateway.
+    run_ok(host, f"python3 -c \"import socket; s = socket.socket(); "
+                 f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'{device}'); "
+                 f"s.settimeout(5); s.connect(('{plan.management_host_ip}', {port}))\"")
+    peer, _ = listener.communicate(timeout=LISTEN_SECONDS)
+    assert peer.strip() == str(plan.gateway.mgmt.address), \
+        f"the outside saw {peer.strip()!r}, not the gateway's external address"

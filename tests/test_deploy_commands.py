@@ -1,0 +1,257 @@
+"""The deploy without hosts: the files it renders, checked against the plan and by the
+services' own checkers, and the commands it runs, through pyinfra's @fake connector."""
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubelab.hostfiles import host_files
+from kubelab.inventory import host_data
+from kubelab.paths import DEFAULT_SPEC, REPO
+from kubelab.plan import load_plan
+from kubelab.provision import pyinfra_command, totals
+
+SMALL = REPO / "examples" / "small.yaml"
+DNSMASQ = "/etc/dnsmasq.d/kubelab.conf"
+RULES = "/etc/iptables/rules.v4"
+
+
+def lines(text):
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+# --- rendered files ---------------------------------------------------------------------------
+
+def test_dnsmasq_conf_serves_the_plan():
+    plan = load_plan(DEFAULT_SPEC)
+    conf = set(lines(host_files(plan, plan.gateway)[DNSMASQ]))
+    expected = {f"domain={plan.domain}", f"local=/{plan.domain}/", "no-resolv", "no-hosts",
+                f"host-record={plan.api_name},{plan.api_vip}"}
+    expected |= {f"server={s}" for s in plan.upstream_dns}
+    for net in plan.networks:
+        expected |= {
+            f"listen-address={net.gateway}",
+            f"dhcp-range=set:{net.name},{net.dhcp.first},{net.dhcp.last},{net.netmask},12h",
+            f"dhcp-option=tag:{net.name},option:router,{net.gateway}",
+            f"dhcp-option=tag:{net.name},option:dns-server,{net.gateway}",
+            f"dhcp-option=tag:{net.name},option:classless-static-route,0.0.0.0/0,{net.gateway}"}
+    for host in plan.hosts:
+        expected.add(f"host-record={host.fqdn},{host.name},{host.address}")
+        if host.group != "gateway":     # every planned host, up or not, has its reservation
+            expected |= {f"dhcp-host={n.mac},{n.address},{host.name},infinite" for n in host.nics}
+    assert expected <= conf, expected - conf
+    # Nothing else reserved or served, and no interface named anywhere.
+    assert len([c for c in conf if c.startswith("dhcp-host=")]) == len(plan.hosts) - 1
+    assert len([c for c in conf if c.startswith("dhcp-range=")]) == len(plan.networks)
+    assert not [c for c in conf if re.match(r"(interface|except-interface)=", c)]
+
+
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, SMALL, REPO / "examples" / "large.yaml"],
+                         ids=lambda p: p.name)
+def test_dnsmasq_accepts_the_config(spec, tmp_path):
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    assert Path(dnsmasq).exists(), "dnsmasq is missing: apt-get install dnsmasq-base"
+    plan = load_plan(spec)
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(host_files(plan, plan.gateway)[DNSMASQ])
+    run = subprocess.run([dnsmasq, "--test", "-C", str(conf)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_dnsmasq_rejects_a_broken_config(tmp_path):
+    """The check the deploy runs before installing a config can fail."""
+    plan = load_plan(DEFAULT_SPEC)
+    conf = tmp_path / "dnsmasq.conf"
+    conf.write_text(host_files(plan, plan.gateway)[DNSMASQ] + "dhcp-range=nonsense\n")
+    run = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True)
+    assert run.returncode != 0
+
+
+def test_nat_rules_load_and_name_no_interface(tmp_path):
+    plan = load_plan(DEFAULT_SPEC)
+    rules = host_files(plan, plan.gateway)[RULES]
+    path = tmp_path / "rules.v4"
+    path.write_text(rules)
+    # In a network namespace of its own: nothing on this machine is touched.
+    run = subprocess.run(["unshare", "--net", "iptables-restore", "--test", str(path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert not re.search(r" -[io] ", rules)
+    for net in plan.networks:
+        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in rules
+        assert f"-A FORWARD -s {net.cidr} -j ACCEPT" in rules
+
+
+def test_nic_files_match_by_mac_and_only_the_gateway_is_static():
+    plan = load_plan(DEFAULT_SPEC)
+    for host in plan.hosts:
+        for nic in host.nics:
+            path = f"/etc/systemd/network/20-kubelab-{nic.network}.network"
+            settings = lines(host_files(plan, host)[path])
+            assert f"MACAddress={nic.mac}" in settings
+            assert not [s for s in settings if s.startswith("Name=")]
+            assert "RequiredForOnline=no" in settings
+            static = f"Address={nic.address}/{nic.prefixlen}"
+            if host.group == "gateway":
+                assert static in settings and "DHCP=ipv4" not in settings
+            else:
+                assert "DHCP=ipv4" in settings and not [s for s in settings
+                                                        if s.startswith("Address=")]
+
+
+def test_resolver_and_time_come_from_the_gateway():
+    plan = load_plan(DEFAULT_SPEC)
+    for host in plan.hosts:
+        files = host_files(plan, host)
+        gateway = "127.0.0.1" if host.group == "gateway" else \
+            str(plan.network(host.nics[0].network).gateway)
+        assert lines(files["/etc/resolv.conf"]) == [f"nameserver {gateway}",
+                                                     f"search {plan.domain}"]
+        chrony = lines(files["/etc/chrony/chrony.conf"])
+        if host.group == "gateway":
+            assert {f"allow {n.cidr}" for n in plan.networks} <= set(chrony)
+            assert not [c for c in chrony if c.startswith(("server", "pool"))]
+        else:
+            assert f"server {gateway} iburst" in chrony
+
+
+# --- the deploy through the @fake connector ---------------------------------------------------
+
+def links_json(host, with_addresses):
+    links = [{"ifname": "lo", "address": "00:00:00:00:00:00", "link_type": "loopback"}]
+    for nic in [host.mgmt, *host.nics]:
+        up = with_addresses or nic.network == "mgmt"
+        links.append({"ifname": nic.device, "address": nic.mac, "link_type": "ether",
+                      "addr_info": [{"family": "inet", "local": str(nic.address),
+                                     "prefixlen": nic.prefixlen}] if up else []})
+    return json.dumps(links)
+
+
+def fresh_host(host, virt):
+    """What a host freshly up answers: nothing configured, services stopped."""
+    return {"systemd-detect-virt": virt, "uname -s": "Linux",
+            "ip -j addr show": links_json(host, with_addresses=False),
+            "ip -j -4 route show default": json.dumps(
+                [{"dst": "default", "gateway": "192.0.2.1", "dev": host.mgmt.device}]),
+            "sha256sum /var/lib/kubelab/": "1111  candidate",
+            # Debian enables it together with networkd (Also=): the deploy disables it.
+            "UnitFileState systemd-networkd-wait-online.service": [
+                "Id=systemd-networkd-wait-online.service", "UnitFileState=enabled"]}
+
+
+def fake_deploy(tmp_path, spec, responses):
+    """Run `pyinfra -y inventory deploy.py` on @fake hosts. Returns ([(op, host, command)]
+    in execution order, pyinfra's result totals)."""
+    plan = load_plan(spec)
+    hosts = []
+    for host in plan.hosts:
+        data = {**host_data(plan, host), "fake_delay": 0, "fake_delay_jitter": 0,
+                "fake_responses": responses(host)}
+        hosts.append([f"@fake/{host.name}", data])
+    (tmp_path / "hosts.json").write_text(json.dumps(hosts))
+    inventory = tmp_path / "fake_inventory.py"
+    inventory.write_text("import json, pathlib\n"
+                         "hosts = [tuple(h) for h in json.loads(pathlib.Path("
+                         f"{str(tmp_path / 'hosts.json')!r}).read_text())]\n")
+    run = subprocess.run([*pyinfra_command(), "-y", "-vv", str(inventory),
+                          "deploy.py"], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    events, op = [], None
+    for line in output.splitlines():
+        if line.startswith("--> Starting operation: "):
+            op = line.removeprefix("--> Starting operation: ").strip()
+        match = re.match(r"^\[@fake/([^\]]+)\]\s+>>> (.*)$", line)
+        if match and op:
+            events.append((op, match.group(1), match.group(2)))
+    return events, totals(output)
+
+
+def commands(events, host):
+    return [cmd for _, h, cmd in events if h == host]
+
+
+@pytest.fixture(scope="module")
+def vm_run(tmp_path_factory):
+    return fake_deploy(tmp_path_factory.mktemp("vm"), SMALL, lambda h: fresh_host(h, "none"))
+
+
+def test_gateway_is_serving_before_any_host_asks_for_dhcp(vm_run):
+    events, _ = vm_run
+    plan = load_plan(SMALL)
+    start_dnsmasq = next(i for i, (_, h, cmd) in enumerate(events)
+                         if h == plan.gateway.name and cmd == "systemctl start dnsmasq.service")
+    for client in plan.hosts[1:]:
+        dhcp = [i for i, (op, h, _) in enumerate(events)
+                if h == client.name and "20-kubelab-" in op]
+        assert dhcp and min(dhcp) > start_dnsmasq, client.name
+    # ... and the gateway's own stage brought its legs up before it started dnsmasq.
+    legs = [i for i, (op, h, _) in enumerate(events) if h == plan.gateway.name
+            and op.startswith("Gateway | Internal networks | Write /etc/systemd/network")]
+    assert legs and max(legs) < start_dnsmasq
+
+
+def test_configs_are_checked_before_they_are_installed(vm_run):
+    events, _ = vm_run
+    gateway = commands(events, load_plan(SMALL).gateway.name)
+    check = "dnsmasq --test -C /var/lib/kubelab/etc_dnsmasq.d_kubelab.conf && install -m 0644 " \
+            f"/var/lib/kubelab/etc_dnsmasq.d_kubelab.conf {DNSMASQ}"
+    assert check in gateway
+    assert gateway.index(check) < gateway.index("systemctl start dnsmasq.service")
+    assert any(c.startswith("iptables-restore --test /var/lib/kubelab/") for c in gateway)
+    assert "systemctl enable netfilter-persistent.service" in gateway
+
+
+def test_vm_hosts_sync_time_and_load_modules(vm_run):
+    events, _ = vm_run
+    plan = load_plan(SMALL)
+    for host in plan.hosts:
+        cmds = commands(events, host.name)
+        assert "systemctl start chrony.service" in cmds, host.name
+        if host.group in ("masters", "workers"):
+            assert "modprobe -a br_netfilter" in cmds and "modprobe -a overlay" in cmds
+            assert "sysctl net.bridge.bridge-nf-call-iptables=1" in cmds
+        if host.group == "gateway":
+            assert "sysctl net.ipv4.ip_forward=1" in cmds
+            assert "ip route del default dev eth0" not in cmds
+        else:
+            # The management NIC loses the default route; the gateway's DHCP gives it.
+            assert "ip route del default dev eth0" in cmds
+        assert "systemctl disable systemd-networkd-wait-online.service" in cmds
+
+
+def test_containers_leave_clock_and_modules_to_the_lab_machine(tmp_path):
+    def container(host):
+        # Only the namespaced key exists: the lab machine has no br_netfilter loaded.
+        return {"sysctl net.ipv4.ip_forward": "net.ipv4.ip_forward = 0",
+                **fresh_host(host, "systemd-nspawn")}
+
+    events, _ = fake_deploy(tmp_path, SMALL, container)
+    every = [cmd for _, _, cmd in events]
+    assert not [c for c in every if "chrony.service" in c or "/etc/chrony" in c
+                or c.startswith("modprobe")]
+    # net.bridge.* does not exist in these containers (no fake answer for it): not set.
+    assert not [c for c in every if c.startswith("sysctl net.bridge")]
+    assert "sysctl net.ipv4.ip_forward=1" in commands(events, load_plan(SMALL).gateway.name)
+
+
+def test_services_restart_only_when_their_config_changed(tmp_path):
+    plan = load_plan(SMALL)
+
+    def configured(host):
+        running = {f"SubState {s}.service": [f"Id={s}.service", "SubState=running"]
+                   for s in ("dnsmasq", "netfilter-persistent", "systemd-networkd", "chrony")}
+        # Candidates and installed configs have the same sha256: nothing to install.
+        fresh = fresh_host(host, "none")
+        del fresh["sha256sum /var/lib/kubelab/"]
+        return {**running, **fresh, "sha256sum": "2222  same"}
+
+    events, _ = fake_deploy(tmp_path, SMALL, configured)
+    gateway = commands(events, plan.gateway.name)
+    assert not [c for c in gateway if "dnsmasq --test" in c or "restart dnsmasq" in c]
+    assert not [c for c in gateway if "restart netfilter-persistent" in c]
