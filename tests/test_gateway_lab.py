@@ -1,0 +1,49 @@
+"""Issue 4 on a real container lab (examples/small.yaml): the deploy from nothing, every
+host check, a second deploy that changes nothing, the checks again. Prints both deploy
+times. Needs root; CI runs it every time."""
+import subprocess
+import time
+
+import pytest
+
+from kubelab import provision
+from kubelab.paths import REPO
+
+pytestmark = pytest.mark.lab
+
+
+def deploy(env):
+    """`pyinfra -y inventory.py deploy.py` -> (pyinfra's totals, output, seconds)."""
+    start = time.monotonic()
+    run = subprocess.run([*provision.pyinfra_command(), "-y", "inventory.py", "deploy.py"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - start
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    return provision.totals(output), output, seconds
+
+
+def checks(plan, env):
+    run = subprocess.run(provision.verify_command(plan), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    return run.stdout
+
+
+def test_gateway_and_baseline_deploy_check_and_rerun_without_change(container_lab, ssh_env,
+                                                                     capsys):
+    plan, _ = container_lab
+    first, _, first_s = deploy(ssh_env)
+    assert first["hosts"] and not first["errors"] and first["changed"], first
+    passed = checks(plan, ssh_env)
+
+    second, output, second_s = deploy(ssh_env)
+    assert second["changed"] == 0 and not second["errors"], \
+        "the second deploy changed something:\n" + "\n".join(
+            line for line in output.splitlines() if "Success" in line or "|" in line)
+    assert second["unchanged"] == first["changed"] + first["unchanged"]
+    checks(plan, ssh_env)
+    with capsys.disabled():
+        print(f"\n[issue 4] {len(plan.hosts)} hosts: first deploy {first_s:.1f} s "
+              f"({first['changed']} changes), second deploy {second_s:.1f} s (no change); "
+              f"checks: {passed.strip().splitlines()[-1]}")
