@@ -14,6 +14,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from kubelab.errors import LabError
 from kubelab.paths import REPO, lab_dir, ssh_config
 from kubelab.progress import phase
 
@@ -21,7 +22,7 @@ STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 TOTAL = re.compile(r"^\s*Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
 
 
-class ProvisionError(Exception):
+class ProvisionError(LabError):
     pass
 
 
