@@ -12,7 +12,7 @@ import time
 import pytest
 
 from kubelab import host, vagrant
-from kubelab.box import build_box
+from kubelab.box import added_hash, box_hash, build_box
 from kubelab.paths import REPO
 from kubelab.plan import load_plan
 
@@ -46,6 +46,7 @@ def vm_lab(lab_state):
     started = time.monotonic()
     build_box(name=plan.boxes["libvirt"])
     print(f"\nbox ready after {time.monotonic() - started:.1f} s")
+    assert added_hash(plan.boxes["libvirt"]) == box_hash()
     # The machine as `kubelab host setup` leaves it (a no-op when it already is): an image
     # build's chroot may have handed /dev/kvm to the image's kvm group meanwhile.
     host.setup()

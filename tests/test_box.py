@@ -1,0 +1,35 @@
+"""The libvirt box build: cached by its inputs, and a failure half-way leaves nothing
+mounted or attached. Needs root, the image's rootfs and Debian's archive."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubelab import box
+
+pytestmark = pytest.mark.vm
+
+
+def test_failed_build_leaves_nothing_mounted_or_attached(monkeypatch):
+    # A kernel package that does not exist: the build fails inside the chroot, after the
+    # loop device is attached and the disk mounted.
+    monkeypatch.setattr(box, "BOOT_PACKAGES", ["kubelab-no-such-kernel"])
+    entry = box.BOXES / box.box_hash()
+    try:
+        with pytest.raises(box.BoxError) as err:
+            box.build_box(force=True, name="kubelab-test/never-added")
+        assert "Unable to locate package kubelab-no-such-kernel" in str(err.value)
+        assert not list(entry.glob("work-*"))
+        assert str(entry) not in subprocess.run(["losetup", "--list"], capture_output=True,
+                                                text=True, check=True).stdout
+        assert str(entry) not in Path("/proc/self/mounts").read_text()
+        assert box.added_hash("kubelab-test/never-added") is None
+    finally:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def test_the_box_depends_on_its_inputs(monkeypatch):
+    before = box.box_hash()
+    monkeypatch.setattr(box, "DISK_GIB", box.DISK_GIB + 1)
+    assert box.box_hash() != before
