@@ -82,7 +82,9 @@ def build_box(force=False, name=None):
             shutil.rmtree(work, ignore_errors=True)
         _remove_other_boxes(digest)
     with phase(f"Adding the box {name} to Vagrant"):
-        _run(["vagrant", "box", "add", "--force", "--name", name, str(box_file)])
+        # From the cache dir: Vagrant leaves a .vagrant/ in the directory it runs in.
+        _run(["vagrant", "box", "add", "--force", "--name", name, str(box_file)], cwd=entry,
+             env=dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1"))
         remove_unused_volumes(name)
     return box_file
 
