@@ -109,8 +109,9 @@ def test_holds_its_reservation_from_dhcp(client, connect, gateway, plan):
     assert routes == [{"dst": "default", "gateway": str(plan.network(nic.network).gateway),
                        "dev": name, "protocol": "dhcp", "prefsrc": str(nic.address),
                        "metric": 1024, "flags": []}]
-    mgmt_name, mgmt_addresses = by_mac[client.mgmt.mac]
-    assert str(client.mgmt.address) in mgmt_addresses
+    # (The provider gives the management address: libvirt's DHCP need not follow the plan.)
+    _, mgmt_addresses = by_mac[client.mgmt.mac]
+    assert [a for a in mgmt_addresses if a in plan.management]
 
 
 def test_reaches_another_network_through_the_gateway(pair, connect, plan):
@@ -141,9 +142,10 @@ def outside(plan):
         proc.wait()
 
 
-def test_reaches_the_outside_through_nat(client, connect, plan, outside):
+def test_reaches_the_outside_through_nat(client, connect, gateway, plan, outside):
     port, listener = outside
     host, nic = connect(client), client.nics[0]
+    external = [a for a in links(gateway)[plan.gateway.mgmt.mac][1] if a in plan.management]
     device = links(host)[nic.mac][0]
     # Bound to the internal NIC: the management subnet is on-link for every host, so only
     # this way does the connection take the default route through the gateway.
@@ -151,5 +153,5 @@ def test_reaches_the_outside_through_nat(client, connect, plan, outside):
                  f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'{device}'); "
                  f"s.settimeout(5); s.connect(('{plan.management_host_ip}', {port}))\"")
     peer, _ = listener.communicate(timeout=LISTEN_SECONDS)
-    assert peer.strip() == str(plan.gateway.mgmt.address), \
-        f"the outside saw {peer.strip()!r}, not the gateway's external address"
+    assert peer.strip() in external, \
+        f"the outside saw {peer.strip()!r}, not the gateway's external address {external}"
