@@ -20,7 +20,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from kubelab.image import rootfs, image_hash
+from kubelab.image import chroot_mounts, image_hash, rootfs
 from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, spec_path
 from kubelab.progress import phase
@@ -189,11 +189,7 @@ rm -rf /var/lib/apt/lists/*
 mount {part} {mnt}
 cp -a {root}/. {mnt}/
 mkdir -p {mnt}/etc/default/grub.d
-mount -t proc proc {mnt}/proc
-mount -t sysfs sysfs {mnt}/sys
-mount -t tmpfs -o mode=755 tmpfs {mnt}/dev
-cp -a /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty {loop} {part} {mnt}/dev/
-mkdir -p {mnt}/dev/pts {mnt}/dev/disk/by-uuid
+{chroot_mounts(mnt, (loop, part))}mkdir -p {mnt}/dev/disk/by-uuid
 ln -s ../../{Path(part).name} {mnt}/dev/disk/by-uuid/{fs_uuid}
 cp /etc/resolv.conf {mnt}/etc/resolv.conf
 chroot {mnt} /bin/sh -ec "$0"

@@ -1,7 +1,7 @@
 """kubelab: one spec file -> a running Kubernetes lab.
 
   plan      hosts, networks, addresses and ranges (--json for machines)
-  render    write the Vagrantfile and the network diagram from the spec
+  render    write the Vagrantfile, and every derived file under .kubelab/<lab>/rendered
   diagram   draw the network map as an SVG image
   image     build the local Debian 12 image (container rootfs + libvirt box)
   host      check this machine for what a provider needs / install it
@@ -14,6 +14,7 @@
 """
 import argparse
 import json
+import shutil
 import sys
 
 from kubelab.errors import LabError
@@ -49,10 +50,19 @@ def cmd_plan(plan, args):
 
 
 def cmd_render(plan, args):
+    from kubelab.render import artifacts
     from kubelab.vagrant import vagrantfile_path, write_vagrantfile
     print(f"wrote {write_vagrantfile(plan, vagrantfile_path(plan, args.spec))}")
-    args.output = None
-    cmd_diagram(plan, args)
+    # Written aside, then swapped in whole: no stale file of a host the spec dropped.
+    out, fresh = lab_dir(plan) / "rendered", lab_dir(plan) / "rendered.new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    files = artifacts(plan)
+    for name, text in files.items():
+        (fresh / name).parent.mkdir(parents=True, exist_ok=True)
+        (fresh / name).write_text(text)
+    shutil.rmtree(out, ignore_errors=True)
+    fresh.rename(out)
+    print(f"wrote {len(files)} files (plan, inventory, diagram, each host's configs) to {out}")
 
 
 def cmd_diagram(plan, args):
@@ -67,14 +77,17 @@ def cmd_image(plan, args):
     from kubelab import box, image
     print(f"rootfs: {image.build(force=args.force)}")
     if not args.rootfs_only:
-        box.build_box(force=args.force)
+        box.build_box(force=args.force, name=plan.boxes["libvirt"])
 
 
 def cmd_host(plan, args):
     from kubelab import host
     if args.action == "setup":
         return host.setup()
-    problems = host.check(plan, args.provider or plan.default_provider)
+    provider = args.provider or plan.default_provider
+    problems = host.check(plan, provider)
+    for note in host.notes(plan, provider):
+        print(f"note: {note}")
     for problem in problems:
         print(f"- {problem}")
     print("host is ready" if not problems else f"{len(problems)} problem(s)")
@@ -153,7 +166,7 @@ def _parser():
 
     add("plan", cmd_plan, "show the address plan").add_argument(
         "--json", action="store_true", help="machine-readable output")
-    add("render", cmd_render, "write the Vagrantfile and the diagram")
+    add("render", cmd_render, "write the Vagrantfile and every derived file")
     add("diagram", cmd_diagram, "draw the network map (SVG)").add_argument(
         "-o", "--output", help="file to write (default: the lab's state dir)")
     p = add("image", cmd_image, "build the local Debian 12 image")

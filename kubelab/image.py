@@ -166,16 +166,29 @@ def _log_run(cmd, log, **kwargs):
                          + "\n".join(tail))
 
 
+def chroot_mounts(root, devices=()):
+    """Shell lines giving a chroot /proc, /sys and a /dev of its own (a tmpfs with the basic
+    nodes plus `devices`). Never the host's /dev: package scripts in the chroot (udev's)
+    would change the host's device nodes, /dev/kvm's group among them."""
+    nodes = " ".join(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+                      "/dev/tty", *devices])
+    return (f"mount -t proc proc {root}/proc\n"
+            f"mount -t sysfs sysfs {root}/sys\n"
+            f"mount -t tmpfs -o mode=755 tmpfs {root}/dev\n"
+            f"cp -a {nodes} {root}/dev/\n"
+            f"mkdir -p {root}/dev/pts {root}/dev/shm\n")
+
+
 def _chroot(root, script, log):
-    """Run a shell script in the chroot, with /proc, /sys and /dev mounted in a private
-    mount namespace: the mounts end with the command, whatever happens."""
-    mounts = (f"mount -t proc proc {root}/proc && mount -t sysfs sysfs {root}/sys && "
-              f"mount --rbind /dev {root}/dev && exec chroot {root} /bin/sh -ec \"$0\"")
+    """Run a shell script in the chroot, its mounts in a private mount namespace: they end
+    with the command, whatever happens."""
+    mounts = chroot_mounts(root) + f'exec chroot {root} /bin/sh -ec "$0"\n'
     _log_run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", mounts,
               script], log, env=CHROOT_ENV)
 
 
-def _mounts_under(path):
+def mounts_under(path):
+    """Mount points at or below path."""
     with open("/proc/self/mounts") as mounts:
         points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
     prefix = str(path).rstrip("/") + "/"
@@ -191,10 +204,10 @@ def _in_use(path):
 def _remove_tree(path):
     """Unmount anything left under path (deepest first), then delete it, never crossing into
     a file system still mounted there."""
-    for point in sorted(_mounts_under(path), key=len, reverse=True):
+    for point in sorted(mounts_under(path), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
-    if _mounts_under(path):
-        raise ImageError(f"{path} still has mounts ({_mounts_under(path)}); not removing it")
+    if mounts_under(path):
+        raise ImageError(f"{path} still has mounts ({mounts_under(path)}); not removing it")
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
 
 

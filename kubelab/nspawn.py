@@ -124,13 +124,6 @@ def _netns_exists(name):
     return (NETNS_DIR / name).exists()
 
 
-def _mounts_under(path):
-    prefix = str(path).rstrip("/") + "/"
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1].encode().decode("unicode_escape") for line in mounts]
-    return [p for p in points if p.startswith(prefix)]
-
-
 def _alive(pid):
     """True while pid runs (a zombie child of ours is reaped and counts as gone)."""
     try:
@@ -511,12 +504,12 @@ def destroy(plan):
     with phase(f"destroying container lab {plan.name}"):
         _close_ssh_masters(plan)
         _stop_containers(plan)
-        for point in sorted(_mounts_under(_hosts_dir(plan)), key=len, reverse=True):
+        for point in sorted(image.mounts_under(_hosts_dir(plan)), key=len, reverse=True):
             if _run("umount", point, check=False).returncode != 0:
                 _run("umount", "-l", point, check=False)
         if _claimed(plan):
             _remove_machine_objects(plan)
-        if _hosts_dir(plan).exists() and not _mounts_under(_hosts_dir(plan)):
+        if _hosts_dir(plan).exists() and not image.mounts_under(_hosts_dir(plan)):
             _run("rm", "-rf", "--one-file-system", str(_hosts_dir(plan)))
         if ssh_config(plan).exists():
             ssh_config(plan).unlink()
@@ -551,7 +544,7 @@ def leftovers(plan):
     """What the lab has on this machine (empty list once destroyed)."""
     found = [f"nspawn process {pid} ({name})" for pid, name in container_pids(plan).items()]
     found += _global_leftovers(plan)
-    found += [f"mount {p}" for p in _mounts_under(_hosts_dir(plan))]
+    found += [f"mount {p}" for p in image.mounts_under(_hosts_dir(plan))]
     found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
     found += [f"owner file {_owner_file(plan)}"] if _owner_file(plan).exists() else []
     return found

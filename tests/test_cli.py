@@ -1,7 +1,10 @@
 """`kubelab plan` prints the seed's network table (corrected) and --json the same data."""
 import json
+import os
 import subprocess
 import sys
+
+import yaml
 
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import load_plan
@@ -42,3 +45,32 @@ def test_plan_json_carries_the_same_data_as_the_table():
     plan = load_plan(DEFAULT_SPEC)
     assert [h["name"] for h in data["hosts"]] == [h.name for h in plan.hosts]
     assert data["api_vip"] == str(plan.api_vip)
+
+
+def test_render_writes_every_hosts_files_and_drops_those_of_removed_hosts(tmp_path):
+    state = tmp_path / "state"
+    spec = tmp_path / "lab.yaml"
+    env = {**os.environ, "KUBELAB_STATE": str(state)}
+
+    def render(workers):
+        spec.write_text(yaml.safe_dump({"extends": str(DEFAULT_SPEC), "name": "rendertest",
+                                        "hosts": {"workers": {"count": workers}}}))
+        run = subprocess.run([sys.executable, "-m", "kubelab", "--spec", str(spec), "render"],
+                             capture_output=True, text=True, cwd=REPO, env=env)
+        assert run.returncode == 0, run.stderr
+        return state / "rendertest" / "rendered"
+
+    out = render(2)
+    plan = load_plan(spec)
+    dnsmasq = (out / "hosts" / plan.gateway.name / "etc/dnsmasq.d/kubelab.conf").read_text()
+    for host in plan.hosts:
+        assert (out / "hosts" / host.name / "etc/resolv.conf").is_file()
+        for nic in host.nics if host is not plan.gateway else []:   # its legs are static
+            assert f"dhcp-host={nic.mac},{nic.address},{host.name}," in dnsmasq
+    assert (state / "rendertest" / "vagrant" / "Vagrantfile").is_file()
+    assert json.loads((out / "plan.json").read_text())["name"] == "rendertest"
+
+    last = plan.group("workers")[-1].name
+    out = render(1)
+    assert not (out / "hosts" / last).exists()
+    assert not (out.parent / "rendered.new").exists()
