@@ -353,7 +353,23 @@ def build(force=False):
         finally:
             if tmp.exists():
                 _remove_tree(tmp)
+    _remove_other_images(keep=digest)
     return rootfs_dir
+
+
+def _remove_other_images(keep):
+    """Drop the rootfs of earlier inputs (565 MB each), unless a build holds its lock or a
+    container still runs on it."""
+    for entry in IMAGE_CACHE.iterdir():
+        if not re.fullmatch(r"[0-9a-f]{16}", entry.name) or entry.name == keep:
+            continue
+        with open(entry / "lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            if not _in_use(entry / "rootfs"):
+                _remove_tree(entry)
 
 
 def rootfs():

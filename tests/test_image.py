@@ -1,5 +1,6 @@
 """The Debian 12 image: where its mirror comes from, what its hash covers, and (lab) what the
 built root filesystem holds."""
+import fcntl
 import subprocess
 
 import pytest
@@ -96,6 +97,18 @@ def enabled(root, unit):
     run = subprocess.run(["systemctl", f"--root={root}", "is-enabled", unit],
                          capture_output=True, text=True)
     return run.stdout.strip()
+
+
+def test_a_new_image_removes_earlier_ones_not_being_built(monkeypatch, tmp_path):
+    monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path)
+    keep, old, building = "a" * 16, "b" * 16, "c" * 16
+    for digest in (keep, old, building):
+        (tmp_path / digest / "rootfs" / "etc").mkdir(parents=True)
+    (tmp_path / "boxes").mkdir()
+    with open(tmp_path / building / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)    # another command is building this one
+        image._remove_other_images(keep=keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([keep, building, "boxes"])
 
 
 @pytest.mark.lab
