@@ -49,7 +49,7 @@ def up_hosts(plan):
     return hosts
 
 
-def _env(spec_path):
+def lab_env(spec_path):
     return {**os.environ, "KUBELAB_SPEC": str(Path(spec_path).resolve())}
 
 
@@ -70,7 +70,7 @@ def deploy(plan, spec_path, log):
     start = time.monotonic()
     lines = []
     with open(log, "w") as out, ExitStack() as stages:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(spec_path), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=REPO, env=lab_env(spec_path), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         stages.enter_context(phase("Connecting, loading facts and the deploy"))
         seen = set()
@@ -111,4 +111,4 @@ def verify_command(plan):
 def verify(plan, spec_path):
     """Run the host checks on every host that is up; returns pytest's exit code."""
     with phase(f"Checking lab {plan.name} (pytest tests/hosts)"):
-        return subprocess.run(verify_command(plan), cwd=REPO, env=_env(spec_path)).returncode
+        return subprocess.run(verify_command(plan), cwd=REPO, env=lab_env(spec_path)).returncode
