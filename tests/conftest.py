@@ -81,3 +81,15 @@ def gluster_lab(lab_state, tmp_path_factory):
         yield plan, config
     finally:
         nspawn.destroy(plan)
+
+
+@pytest.fixture(scope="module")
+def gateway_lab(lab_state, tmp_path_factory):
+    """(plan, environment for the native tools: spec and ssh config) of a whole small.yaml
+    fleet of its own, for a test that deploys on it."""
+    spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-gw{os.getpid()}")
+    plan, config = start_lab(spec)
+    try:
+        yield plan, {**os.environ, "KUBELAB_SPEC": str(spec), "KUBELAB_SSH_CONFIG": str(config)}
+    finally:
+        nspawn.destroy(plan)
