@@ -1,6 +1,7 @@
 """Shared fixtures. `container_lab` brings up examples/small.yaml's whole fleet as
 systemd-nspawn containers once per test session and always tears it down."""
 import os
+import time
 
 import pytest
 import yaml
@@ -9,6 +10,18 @@ from kubelab import nspawn, paths
 from kubelab.plan import load_plan
 
 SMALL_SPEC = paths.REPO / "examples" / "small.yaml"
+
+
+@pytest.fixture(scope="session")
+def report(request):
+    """report(line): print a measured figure to the terminal as it happens, past pytest's
+    output capture (the issues ask for these figures from every CI run)."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def write(line):
+        with capture.global_and_fixture_disabled():
+            print(f"\n[figure] {line}", flush=True)
+    return write
 
 
 @pytest.fixture(scope="session")
@@ -31,20 +44,26 @@ def start_lab(spec, hosts=None):
 
 
 @pytest.fixture(scope="session")
-def container_lab(lab_state, tmp_path_factory):
+def container_lab(lab_state, tmp_path_factory, report):
     """(plan, ssh config path) of examples/small.yaml's fleet, every host a container, under
     a lab name of this session's own (so two test runs on one machine never meet).
     KUBELAB_SPEC points at that spec for the session, so `inventory.py` and tests/hosts see
     the same plan. Destroyed at the end of the session, also when tests fail: destroy()
     raises if anything is left behind, which shows as an error of the last test using it."""
     spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-{os.getpid()}")
+    started = time.monotonic()
     plan, config = start_lab(spec)
+    report(f"container lab of {len(plan.hosts)} hosts up (SSH answering) in "
+           f"{time.monotonic() - started:.1f} s")
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("KUBELAB_SPEC", str(spec))
             yield plan, config
     finally:
+        started = time.monotonic()
         nspawn.destroy(plan)
+        report(f"container lab of {len(plan.hosts)} hosts destroyed in "
+               f"{time.monotonic() - started:.1f} s")
 
 
 def derived_spec(tmp_path, suffix, base=SMALL_SPEC):

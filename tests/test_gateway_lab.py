@@ -31,7 +31,7 @@ def checks(plan, env):
     return run.stdout
 
 
-def test_gateway_and_baseline_deploy_check_and_rerun_without_change(gateway_lab, capsys):
+def test_gateway_and_baseline_deploy_check_and_rerun_without_change(gateway_lab, report):
     plan, ssh_env = gateway_lab
     first, _, first_s = deploy(ssh_env)
     assert first["hosts"] and not first["errors"] and first["changed"], first
@@ -43,7 +43,6 @@ def test_gateway_and_baseline_deploy_check_and_rerun_without_change(gateway_lab,
             line for line in output.splitlines() if "Success" in line or "|" in line)
     assert second["unchanged"] == first["changed"] + first["unchanged"]
     checks(plan, ssh_env)
-    with capsys.disabled():
-        print(f"\n[issue 4] {len(plan.hosts)} hosts: first deploy {first_s:.1f} s "
-              f"({first['changed']} changes), second deploy {second_s:.1f} s (no change); "
-              f"checks: {passed.strip().splitlines()[-1]}")
+    report(f"issue 4 on {len(plan.hosts)} containers: first deploy {first_s:.1f} s "
+           f"({first['changed']} changes), second deploy {second_s:.1f} s (no change); "
+           f"checks: {passed.strip().splitlines()[-1]}")

@@ -1,9 +1,14 @@
 """kubelab provision / verify: which hosts they run on, and how a deploy's result is read."""
+import json
+import os
+import re
+import subprocess
+
 import pytest
 
-from kubelab.paths import DEFAULT_SPEC
+from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import load_plan
-from kubelab.provision import ProvisionError, totals, up_hosts, verify_command
+from kubelab.provision import ProvisionError, pyinfra_command, totals, up_hosts, verify_command
 
 
 def test_totals_read_pyinfra_results():
@@ -30,3 +35,25 @@ def test_no_lab_up_says_how_to_bring_it_up(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(tmp_path / "missing"))
     with pytest.raises(ProvisionError, match="kubelab up"):
         up_hosts(load_plan(DEFAULT_SPEC))
+
+
+def test_pyinfra_debug_inventory_lists_the_plans_groups_and_host_data():
+    """`pyinfra inventory.py debug-inventory`, as a user runs it (the default spec)."""
+    plan = load_plan(DEFAULT_SPEC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELAB_")}
+    run = subprocess.run([*pyinfra_command(), "inventory.py", "debug-inventory"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    output = run.stdout + run.stderr     # pyinfra logs to stderr when not on a terminal
+    hosts = dict(re.findall(r"^\[(\S+)\]\s*\n--> Groups: (.*)$", output, re.M))
+    assert list(hosts) == [h.name for h in plan.hosts]
+    for host in plan.hosts:
+        groups = {g.strip() for g in hosts[host.name].split(",")}
+        expected = {host.group, "inventory"}
+        expected |= {"kubernetes"} if host.group in ("masters", "workers") else set()
+        assert groups == expected, host.name
+    gateway = plan.gateway
+    data = json.loads(re.search(r"^\[gateway\].*?--> Data:\n(\{.*?^\})", output,
+                                re.M | re.S).group(1))
+    assert data["fqdn"] == gateway.fqdn and data["address"] == str(gateway.address)
+    assert [n["mac"] for n in data["nics"]] == [n.mac for n in gateway.nics]

@@ -45,11 +45,11 @@ def _qemu_rss_mib(plan, names):
 
 
 @pytest.fixture(scope="module")
-def vm_lab(lab_state):
+def vm_lab(lab_state, report):
     plan = load_plan(SPEC)
     started = time.monotonic()
     build_box(name=plan.boxes["libvirt"])
-    print(f"\nbox ready after {time.monotonic() - started:.1f} s")
+    report(f"VM box ready after {time.monotonic() - started:.1f} s")
     assert added_hash(plan.boxes["libvirt"]) == box_hash()
     # The machine as `kubelab host setup` leaves it (a no-op when it already is): an image
     # build's chroot may have handed /dev/kvm to the image's kvm group meanwhile.
@@ -60,13 +60,13 @@ def vm_lab(lab_state):
     try:
         started = time.monotonic()
         config = vagrant.up(plan, "libvirt", names)
-        print(f"{len(names)} VMs up (vagrant up + ssh config) in "
-              f"{time.monotonic() - started:.1f} s; QEMU RSS MiB: {_qemu_rss_mib(plan, names)}")
+        report(f"{len(names)} VMs up (vagrant up + ssh config) in "
+               f"{time.monotonic() - started:.1f} s; QEMU RSS MiB: {_qemu_rss_mib(plan, names)}")
         yield plan, config, names
     finally:
         started = time.monotonic()
         vagrant.destroy(plan)   # raises if a VM, network or volume of the lab is left
-        print(f"destroyed in {time.monotonic() - started:.1f} s")
+        report(f"{len(names)} VMs destroyed in {time.monotonic() - started:.1f} s")
 
 
 def test_ssh_config_names_every_vm(vm_lab):
@@ -146,7 +146,7 @@ def _checks(plan):
     return summary
 
 
-def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, capsys):
+def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, report):
     plan, _, names = vm_lab
     first, first_s = _deploy(plan)
     assert first["hosts"] == len(names) and first["changed"], first
@@ -154,7 +154,5 @@ def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, ca
     second, second_s = _deploy(plan)
     assert second["changed"] == 0, f"the second deploy changed something: {second}"
     _checks(plan)
-    with capsys.disabled():
-        print(f"\n[issue 4, VMs] {', '.join(names)}: first deploy {first_s:.1f} s "
-              f"({first['changed']} changes), second {second_s:.1f} s (no change); "
-              f"checks: {passed}")
+    report(f"issue 4 on VMs {', '.join(names)}: first deploy {first_s:.1f} s "
+           f"({first['changed']} changes), second {second_s:.1f} s (no change); checks: {passed}")
