@@ -21,6 +21,16 @@ def _connection(plan, host):
     return {"ssh_config_file": str(ssh_config(plan))}
 
 
+def checks_connection(plan, host, config):
+    """(url, options) for testinfra.get_host: the checks reach a host as pyinfra does."""
+    existing = plan.ssh_hosts.get(host.name)
+    if existing:
+        user, port = existing.get("user", "root"), existing.get("port", 22)
+        key = {"ssh_identity_file": existing["key"]} if "key" in existing else {}
+        return f"ssh://{user}@{existing['address']}:{port}", key
+    return f"ssh://{host.name}", {"ssh_config": str(config)}
+
+
 def host_data(plan, host):
     return {"_sudo": True, "fqdn": host.fqdn, "group": host.group, "address": str(host.address),
             "mgmt": _nic(host.mgmt), "nics": [_nic(n) for n in host.nics],
@@ -30,3 +40,29 @@ def host_data(plan, host):
 def group(plan, name):
     """[(host name, data)] for a pyinfra group."""
     return [(h.name, host_data(plan, h)) for h in plan.group(name)]
+
+
+def ssh_config_hosts(path):
+    """The host aliases an ssh config file defines (one name per `Host` line)."""
+    if not path.exists():
+        return set()
+    return {line.split()[1] for line in path.read_text().splitlines()
+            if line.startswith("Host ") and len(line.split()) == 2}
+
+
+def reachable(plan):
+    """Names of the planned hosts there is a way to reach: existing machines (ssh_hosts) and
+    the hosts in the lab's ssh config (those `kubelab up` or `vagrant ssh-config` wrote)."""
+    return set(plan.ssh_hosts) | ssh_config_hosts(ssh_config(plan))
+
+
+def not_up_warning(plan):
+    """What to tell a user whose run names hosts nothing can reach (None when all can be)."""
+    missing = [h.name for h in plan.hosts if h.name not in reachable(plan)]
+    if not missing:
+        return None
+    config = ssh_config(plan)
+    return (f"kubelab: {len(missing)} host(s) of lab {plan.name} are not in the ssh config "
+            f"{config} (not up?): {', '.join(missing)}. Bring them up (`kubelab up`, or "
+            f"`vagrant up` then `vagrant ssh-config > {config}`), or leave them out of the "
+            "run (pyinfra --limit).")

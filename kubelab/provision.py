@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from kubelab.errors import LabError
+from kubelab.inventory import reachable
 from kubelab.paths import REPO, lab_dir, ssh_config
 from kubelab.progress import phase
 
@@ -37,15 +38,11 @@ def pyinfra_command():
 def up_hosts(plan):
     """Planned hosts reachable now: those of the spec's ssh_hosts, and those in the ssh
     config `kubelab up` wrote (in plan order)."""
-    names = set(plan.ssh_hosts)
-    config = ssh_config(plan)
-    if config.exists():
-        names |= {line.split()[1] for line in config.read_text().splitlines()
-                  if line.startswith("Host ") and len(line.split()) == 2}
+    names = reachable(plan)
     hosts = [h.name for h in plan.hosts if h.name in names]
     if not hosts:
-        raise ProvisionError(f"no host of lab {plan.name} is up (no ssh config at {config}): "
-                             "bring the lab up first (kubelab up)")
+        raise ProvisionError(f"no host of lab {plan.name} is up (no ssh config at "
+                             f"{ssh_config(plan)}): bring the lab up first (kubelab up)")
     return hosts
 
 

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from kubelab.inventory import not_up_warning, checks_connection
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import load_plan
 from kubelab.provision import ProvisionError, pyinfra_command, totals, up_hosts, verify_command
@@ -37,14 +38,43 @@ def test_no_lab_up_says_how_to_bring_it_up(tmp_path, monkeypatch):
         up_hosts(load_plan(DEFAULT_SPEC))
 
 
-def test_pyinfra_debug_inventory_lists_the_plans_groups_and_host_data():
+def test_hosts_not_in_the_ssh_config_are_named_with_the_fix(tmp_path, monkeypatch):
+    plan = load_plan(DEFAULT_SPEC)
+    config = tmp_path / "ssh_config"
+    monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(config))
+    assert "11 host(s)" in not_up_warning(plan) and "vagrant ssh-config" in not_up_warning(plan)
+    config.write_text("".join(f"Host {h.name}\n    HostName x\n" for h in plan.hosts[1:]))
+    warning = not_up_warning(plan)
+    assert f"1 host(s) of lab {plan.name}" in warning and f"(not up?): gateway." in warning
+    config.write_text("".join(f"Host {h.name}\n" for h in plan.hosts))
+    assert not_up_warning(plan) is None
+
+
+def test_checks_reach_existing_machines_as_the_inventory_does(tmp_path):
+    spec = tmp_path / "metal.yaml"
+    spec.write_text(f"extends: {DEFAULT_SPEC}\nssh_hosts:\n  gateway: "
+                    "{address: 198.51.100.7, user: admin, port: 2222, key: /k}\n")
+    plan = load_plan(spec)
+    config = tmp_path / "ssh_config"
+    assert checks_connection(plan, plan.gateway, config) == \
+        ("ssh://admin@198.51.100.7:2222", {"ssh_identity_file": "/k"})
+    worker = plan.group("workers")[0]
+    assert checks_connection(plan, worker, config) == \
+        (f"ssh://{worker.name}", {"ssh_config": str(config)})
+    assert "(not up?): hapx01, " in not_up_warning(plan)     # the gateway is reachable as it is
+
+
+def test_pyinfra_debug_inventory_lists_the_plans_groups_and_host_data(tmp_path):
     """`pyinfra inventory.py debug-inventory`, as a user runs it (the default spec)."""
     plan = load_plan(DEFAULT_SPEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBELAB_")}
+    env["KUBELAB_STATE"] = str(tmp_path)        # a state dir with no lab up
     run = subprocess.run([*pyinfra_command(), "inventory.py", "debug-inventory"], cwd=REPO,
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     output = run.stdout + run.stderr     # pyinfra logs to stderr when not on a terminal
+    assert f"kubelab: {len(plan.hosts)} host(s) of lab {plan.name} are not in the ssh " \
+           "config" in output      # no lab is up here: said before pyinfra connects
     hosts = dict(re.findall(r"^\[(\S+)\]\s*\n--> Groups: (.*)$", output, re.M))
     assert list(hosts) == [h.name for h in plan.hosts]
     for host in plan.hosts:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from kubelab.inventory import ssh_config_hosts, checks_connection
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
 
@@ -31,17 +32,29 @@ def _plan():
     return load_plan(spec_path())
 
 
+def ssh_config_file(config, plan):
+    return Path(config.option.ssh_config or ssh_config(plan))
+
+
 def up_hosts(config, plan):
-    """The planned hosts named by --hosts (ssh://name, user@name or name), in plan order."""
+    """The planned hosts named by --hosts (ssh://name, user@name or name), in plan order.
+    Each must be reachable: an existing machine of the spec, or in the ssh config."""
     if not config.option.hosts:
-        return list(plan.hosts)
-    names = set()
-    for spec in config.option.hosts.split(","):
-        name = spec.split("://")[-1].split("?")[0].split("@")[-1].strip()
-        if name not in {h.name for h in plan.hosts}:
-            raise pytest.UsageError(f"--hosts: {name!r} is not a host of the plan of "
+        names = {h.name for h in plan.hosts}
+    else:
+        names = {spec.split("://")[-1].split("?")[0].split("@")[-1].strip()
+                 for spec in config.option.hosts.split(",")}
+        unknown = names - {h.name for h in plan.hosts}
+        if unknown:
+            raise pytest.UsageError(f"--hosts: {', '.join(sorted(unknown))} not in the plan of "
                                     f"{spec_path()}; set KUBELAB_SPEC to the lab's spec")
-        names.add(name)
+    path = ssh_config_file(config, plan)
+    missing = names - set(plan.ssh_hosts) - ssh_config_hosts(path)
+    if missing:
+        raise pytest.UsageError(
+            f"{', '.join(h.name for h in plan.hosts if h.name in missing)}: not in the ssh "
+            f"config {path} (not up?). Bring the lab up (`kubelab up`, or `vagrant up` then "
+            f"`vagrant ssh-config > {path}`), or name only the hosts that are up with --hosts")
     return [h for h in plan.hosts if h.name in names]
 
 
@@ -90,14 +103,15 @@ def plan():
 
 @pytest.fixture(scope="session")
 def connect(request, plan):
-    """connect(host) -> a testinfra host over SSH (root through sudo), one per host."""
-    config = request.config.option.ssh_config or str(ssh_config(plan))
+    """connect(host) -> a testinfra host over SSH (root through sudo), one per host, reached
+    the way inventory.py reaches it."""
+    config = ssh_config_file(request.config, plan)
     cache = {}
 
     def get(host):
         if host.name not in cache:
-            cache[host.name] = testinfra.get_host(f"ssh://{host.name}", ssh_config=config,
-                                                  sudo=True)
+            url, options = checks_connection(plan, host, config)
+            cache[host.name] = testinfra.get_host(url, sudo=True, **options)
         return cache[host.name]
     return get
 
