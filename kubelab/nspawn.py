@@ -40,6 +40,12 @@ OWNERS = Path("/run/kubelab/labs")
 # nspawn keeps /proc/sys read-only unless it made the network namespace itself: the gateway
 # must set its own forwarding sysctls, so /proc/sys/net stays writable.
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+# A reboot inside a container ends systemd-nspawn with exit code 133. Its supervisor, a shell
+# loop (what RestartForceExitStatus=133 does in systemd-nspawn@.service), boots it again, as a
+# VM reboots; a poweroff (exit 0) or a kill ends the loop. The host's network namespace, and
+# so its iptables rules and net.* sysctls, outlives such a reboot, unlike a VM's kernel.
+REBOOT_EXIT = 133
+SUPERVISOR = f'while "$@"; [ $? -eq {REBOOT_EXIT} ]; do :; done'
 
 
 class NspawnError(LabError):
@@ -138,24 +144,33 @@ def _alive(pid):
     return state != "Z"
 
 
-def container_pids(plan):
-    """{pid: host name} of this lab's nspawn processes, found by their command line."""
+def _lab_processes(plan):
+    """{pid: (host name, program)} of this lab's nspawn processes and their supervisors,
+    found by the --directory argument on their command lines."""
     hosts = str(_hosts_dir(plan)) + "/"
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if not argv or not argv[0].endswith(b"systemd-nspawn"):
-            continue
         for arg in argv:
-            text = arg.decode(errors="replace")
-            if text.startswith("--directory=" + hosts) and _alive(int(entry.name)):
-                found[int(entry.name)] = text.removeprefix("--directory=" + hosts).split("/")[0]
+            if arg.startswith("--directory=" + hosts) and _alive(int(entry.name)):
+                name = arg.removeprefix("--directory=" + hosts).split("/")[0]
+                found[int(entry.name)] = (name, Path(argv[0]).name)
     return found
+
+
+def container_pids(plan):
+    """{pid: host name} of this lab's running nspawn processes."""
+    return {pid: name for pid, (name, program) in _lab_processes(plan).items()
+            if program == "systemd-nspawn"}
+
+
+def _supervisor_pids(plan):
+    return [pid for pid, (_, program) in _lab_processes(plan).items() if program == "sh"]
 
 
 def _foreign_states(plan):
@@ -338,13 +353,15 @@ def _remove_cgroups(plan):
 
 
 def _start(plan, host):
-    """Start nspawn in the background in cgroups of the host's own: containers that shared
-    one would remove each other's units' cgroups (status=219/CGROUP failures)."""
+    """Start nspawn in the background, under its supervisor, in cgroups of the host's own:
+    containers that shared one would remove each other's units' cgroups (status=219/CGROUP
+    failures). Returns the supervisor's pid: it lives as long as the host runs."""
     cgroups = _cgroups(plan, host)
     for path in cgroups:
         path.mkdir(parents=True, exist_ok=True)
     log = open(_log(plan, host), "w")
-    cmd = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+    cmd = ["sh", "-c", SUPERVISOR, f"kubelab-{machine(plan, host)}",
+           "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
            f"--machine={machine(plan, host)}", f"--directory={_root(plan, host)}",
            f"--network-namespace-path={NETNS_DIR / host_netns(plan, host)}",
            "--capability=CAP_NET_ADMIN", "--resolv-conf=off", "--timezone=off",
@@ -353,7 +370,6 @@ def _start(plan, host):
                             start_new_session=True, env={**os.environ, **NSPAWN_ENV},
                             preexec_fn=lambda: _enter_cgroups(cgroups))
     log.close()
-    (_hosts_dir(plan) / host.name / "pid").write_text(f"{proc.pid}\n")
     return proc.pid
 
 
@@ -453,6 +469,8 @@ def status(plan):
 
 
 def _stop_containers(plan):
+    for pid in _supervisor_pids(plan):
+        os.kill(pid, signal.SIGKILL)    # no restart, even of a container rebooting right now
     pids = container_pids(plan)
     for pid in pids:
         os.kill(pid, signal.SIGTERM)    # nspawn asks the container's systemd to power off
@@ -542,7 +560,8 @@ def _global_leftovers(plan):
 
 def leftovers(plan):
     """What the lab has on this machine (empty list once destroyed)."""
-    found = [f"nspawn process {pid} ({name})" for pid, name in container_pids(plan).items()]
+    found = [f"{program} process {pid} ({name})"
+             for pid, (name, program) in _lab_processes(plan).items()]
     found += _global_leftovers(plan)
     found += [f"mount {p}" for p in image.mounts_under(_hosts_dir(plan))]
     found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []

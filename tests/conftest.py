@@ -1,6 +1,7 @@
 """Shared fixtures. `container_lab` brings up examples/small.yaml's whole fleet as
 systemd-nspawn containers once per test session and always tears it down."""
 import os
+import subprocess
 import time
 
 import pytest
@@ -104,11 +105,66 @@ def gluster_lab(lab_state, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway_lab(lab_state, tmp_path_factory):
-    """(plan, environment for the native tools: spec and ssh config) of a whole small.yaml
-    fleet of its own, for a test that deploys on it."""
+    """(plan, environment for the native tools: spec and ssh config, ssh config path) of a
+    whole small.yaml fleet of its own, for tests that deploy on it (in file order)."""
     spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-gw{os.getpid()}")
     plan, config = start_lab(spec)
     try:
-        yield plan, {**os.environ, "KUBELAB_SPEC": str(spec), "KUBELAB_SSH_CONFIG": str(config)}
+        yield (plan, {**os.environ, "KUBELAB_SPEC": str(spec), "KUBELAB_SSH_CONFIG": str(config)},
+               config)
     finally:
         nspawn.destroy(plan)
+
+
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+REBOOT_TIMEOUT = 600    # seconds for a host to be back on SSH (a VM under TCG: 1-2 min)
+DHCP_TIMEOUT = 120      # seconds more for a rebooted client to hold its reservation again
+
+
+def _ssh(config, name, command):
+    """A command over a fresh SSH connection (a shared one dies with a reboot)."""
+    try:
+        return subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes",
+                               "-o", "ConnectTimeout=5", "-o", "ControlMaster=no",
+                               "-o", "ControlPath=none", name, command],
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _wait_for(config, name, command, done, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = _ssh(config, name, command)
+        if run and run.returncode == 0 and done(run.stdout.strip()):
+            return
+        time.sleep(2)
+    pytest.fail(f"{name}: {what} within {timeout} s of its reboot")
+
+
+@pytest.fixture(scope="session")
+def reboot():
+    """reboot(plan, config, names): reboot hosts from inside, as a user would, and wait until
+    each answers SSH from a new boot and each client holds its DHCP reservation again.
+    Returns the seconds that took. The same for VMs and containers."""
+    def run(plan, config, names):
+        boots = {}
+        for name in names:
+            boots[name] = _ssh(config, name, BOOT_ID).stdout.strip()
+            assert boots[name], f"{name}: no boot id before the reboot"
+        started = time.monotonic()
+        for name in names:
+            # Two seconds later, by systemd: the reboot must not cut the session asking for it.
+            asked = _ssh(config, name, "sudo systemd-run --quiet --on-active=2 systemctl reboot")
+            assert asked and asked.returncode == 0, f"{name}: reboot refused: {asked}"
+            subprocess.run(["ssh", "-F", str(config), "-O", "exit", name], capture_output=True)
+        for name in names:
+            _wait_for(config, name, BOOT_ID, lambda out, old=boots[name]: out and out != old,
+                      REBOOT_TIMEOUT, "not back on SSH")
+        for host in (plan.host(n) for n in names if plan.host(n).group != "gateway"):
+            nic = host.nics[0]
+            _wait_for(config, host.name, f"ip -o -4 addr show dev {nic.device}",
+                      lambda out, nic=nic: f" inet {nic.address}/" in out, DHCP_TIMEOUT,
+                      f"no DHCP reservation {nic.address}")
+        return time.monotonic() - started
+    return run

@@ -23,9 +23,6 @@ from kubelab.plan import load_plan
 
 pytestmark = pytest.mark.vm
 SPEC = REPO / "tests" / "specs" / "vm.yaml"
-REBOOT_TIMEOUT = 600    # seconds for a VM to be back on SSH after a reboot (TCG: ~1-2 min)
-DHCP_TIMEOUT = 120      # seconds for a rebooted client to hold its reservation again
-BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 
 
 def _ssh(config, name, command):
@@ -162,42 +159,12 @@ def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, re
            f"({first['changed']} changes), second {second_s:.1f} s (no change); checks: {passed}")
 
 
-def _wait_for_new_boot(config, name, old_boot):
-    """Until `name` answers SSH from a boot other than `old_boot` (a fresh connection each
-    try: the shared one died with the old boot)."""
-    deadline = time.monotonic() + REBOOT_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            run = subprocess.run(["ssh", "-F", str(config), "-o", "ConnectTimeout=5",
-                                  "-o", "ControlMaster=no", "-o", "ControlPath=none",
-                                  name, BOOT_ID], capture_output=True, text=True, timeout=30)
-        except subprocess.TimeoutExpired:
-            continue
-        if run.returncode == 0 and run.stdout.strip() != old_boot:
-            return
-        time.sleep(5)
-    pytest.fail(f"{name} was not back on SSH within {REBOOT_TIMEOUT} s of its reboot")
-
-
-def test_a_reboot_keeps_what_the_deploy_set_up(vm_lab, report):
+def test_a_reboot_keeps_what_the_deploy_set_up(vm_lab, reboot, report):
     """Both VMs rebooted for real: the gateway's forwarding, NAT rules, dnsmasq and static
     legs, and the client's DHCP reservation and routes, come back from what the deploy
     persisted. The checks pass again and a deploy then finds nothing to change."""
     plan, config, names = vm_lab
-    boots = {name: _ssh(config, name, BOOT_ID).strip() for name in names}
-    started = time.monotonic()
-    for name in names:
-        # Two seconds later, by systemd: the reboot must not cut the session asking for it.
-        _ssh(config, name, "sudo systemd-run --quiet --on-active=2 systemctl reboot")
-    vagrant.close_ssh(plan)
-    for name in names:
-        _wait_for_new_boot(config, name, boots[name])
-    for client in (plan.host(n) for n in names if plan.host(n).group != "gateway"):
-        nic = client.nics[0]
-        _ssh(config, client.name, f"for i in $(seq {DHCP_TIMEOUT}); do ip -o -4 addr show "
-                                  f"dev {nic.device} | grep -q ' inet {nic.address}/' "
-                                  "&& exit 0; sleep 1; done; exit 1")
-    back_s = time.monotonic() - started
+    back_s = reboot(plan, config, names)
     passed = _checks(plan)
     rerun, _ = _deploy(plan)
     assert rerun["changed"] == 0, f"after the reboot the deploy changed something: {rerun}"
