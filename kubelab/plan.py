@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from netaddr import IPAddress, IPNetwork
 
 from kubelab import validate
-from kubelab.spec import load_spec
+from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
 
 # Deploy order of the groups; `kubernetes` is masters + workers.
 GROUPS = ["gateway", "loadbalancers", "masters", "workers", "storage"]
@@ -30,9 +30,6 @@ class IPRange:
 
     def overlaps(self, other):
         return self.first <= other.last and other.first <= self.last
-
-    def __len__(self):
-        return int(self.last) - int(self.first) + 1
 
     def __str__(self):
         return f"{self.first}-{self.last}"
@@ -215,10 +212,16 @@ def build_plan(spec):
         ssh_hosts=spec.get("ssh_hosts", {}), spec=spec)
 
 
-def load_plan(path="kubelab.yaml"):
-    """Spec file -> validated Plan. Raises SpecError listing every problem at once."""
-    spec = load_spec(path)
-    validate.check_addresses(spec, path)
-    plan = build_plan(spec)
-    validate.check(plan, path)
+def load_plan(path):
+    """Spec file -> validated Plan. Raises SpecError listing every problem at once: unknown
+    keys (typos) together with whatever the rest of the spec gets wrong."""
+    typos, spec = without_unknown_keys(read_yaml(path))
+    try:
+        check_schema(spec, path)
+        validate.check_addresses(spec, path)
+        plan = validate.check(build_plan(spec), path)
+    except SpecError as err:
+        raise SpecError(path, typos + err.problems) from None
+    if typos:
+        raise SpecError(path, typos)
     return plan

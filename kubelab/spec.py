@@ -3,6 +3,7 @@
 Only shapes and types are checked here; what the values mean together (overlaps,
 ranges, counts) is checked on the address plan, in validate.py.
 """
+import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ SCHEMA = _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range}),
-    "provider": _obj({"default": {"enum": ["virtualbox", "libvirt"]},
+    "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
                       "boxes": _obj({"virtualbox": {"type": "string"},
                                      "libvirt": {"type": "string"}})}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
@@ -141,6 +142,20 @@ def check_schema(data, source="spec"):
     return data
 
 
-def load_spec(path):
-    """The merged, schema-checked spec as a dict; SpecError lists every problem."""
-    return check_schema(read_yaml(path), source=path)
+def without_unknown_keys(data):
+    """(problems, spec): the unknown keys (typos) as Problems, and a copy of the spec without
+    them, so that the rest of the spec can still be checked and the user sees every problem
+    at once."""
+    spec = copy.deepcopy(data)
+    problems = []
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+            continue
+        problems.extend(_describe(error))
+        parent = spec
+        for key in error.absolute_path:
+            parent = parent[key]
+        for key in set(error.instance) - set(error.schema.get("properties", {})):
+            del parent[key]
+    return problems, spec

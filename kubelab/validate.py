@@ -98,7 +98,6 @@ def _names(plan):
 
 
 def _group_path(plan, group):
-    spec_group = plan.spec["hosts"][group]
     return f"hosts.{group}.name" if group == "gateway" else f"hosts.{group}.prefix"
 
 
@@ -119,6 +118,10 @@ def _network_layout(plan):
         if not _usable(n.cidr, n.gateway):
             yield Problem(f"{path}.gateway", str(n.gateway),
                           f"must be a usable address inside {n.cidr}")
+        elif not _usable(n.cidr, n.host_ip):
+            yield Problem(f"{path}.gateway", str(n.gateway),
+                          f"the VM host takes the address just below the gateway, here "
+                          f"{n.host_ip}, which is not usable; move the gateway up (e.g. .254)")
 
 
 def _overlap(a, b):
@@ -204,12 +207,18 @@ def _host_addresses(plan):
                 yield Problem(f"networks.{n.name}.hosts_from", str(n.hosts_from),
                               f"{what} would get {address}, which is {clash[0]}; "
                               "move hosts_from or lower the count")
+    hosts_from = str(plan.spec["management"]["hosts_from"])
     for h in plan.hosts:
         if not _usable(plan.management, h.mgmt.address):
-            yield Problem("management.hosts_from", str(plan.spec["management"]["hosts_from"]),
+            yield Problem("management.hosts_from", hosts_from,
                           f"host {h.name} would get {h.mgmt.address}, outside "
                           f"{plan.management}; lower hosts_from or widen the network")
             break
+        if h.mgmt.address == plan.management_host_ip:
+            yield Problem("management.hosts_from", hosts_from,
+                          f"host {h.name} would get {h.mgmt.address}, the lab machine's own "
+                          "address on the management network (its first usable one); start "
+                          "hosts_from above it")
 
 
 def _group_sizes(plan):

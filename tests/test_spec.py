@@ -130,6 +130,18 @@ def test_host_addresses_running_into_the_vip(tmp_path):
     assert any(p.path == "networks.dmz.hosts_from" and "api_vip" in p.message for p in found)
 
 
+def test_gateway_leaving_no_address_for_the_vm_host(tmp_path):
+    found = problems(tmp_path, {"networks": {"mast": {"gateway": "192.168.1.1"}}})
+    assert [p.path for p in found] == ["networks.mast.gateway"]
+    assert "192.168.1.0" in found[0].message and "move the gateway up" in found[0].message
+
+
+def test_management_hosts_on_the_lab_machines_own_address(tmp_path):
+    found = problems(tmp_path, {"management": {"hosts_from": "192.168.121.1"}})
+    assert [p.path for p in found] == ["management.hosts_from"]
+    assert "lab machine's own address" in found[0].message
+
+
 def test_duplicate_host_names(tmp_path):
     found = paths(tmp_path, {"hosts": {"workers": {"prefix": "kube-mast"}}})
     assert "hosts.workers.prefix" in found
@@ -180,6 +192,14 @@ def test_every_problem_is_reported_at_once(tmp_path):
                              "kubernetes": {"version": "1.20", "api_vip": "192.168.1.20"}})
     assert set(found) >= {"hosts.masters.count", "hosts.storage.count", "kubernetes.version",
                           "kubernetes.api_vip"}
+
+
+def test_typos_are_reported_with_the_other_problems(tmp_path):
+    found = paths(tmp_path, {"hosts": {"masters": {"count": 2, "memroy": 4096}},
+                             "kubernetes": {"verison": "1.36"}})
+    assert found == ["hosts.masters.memroy", "kubernetes.verison", "hosts.masters.count"]
+    found = paths(tmp_path, {"domian": "lab.local", "hosts": {"workers": {"count": "two"}}})
+    assert found == ["domian", "hosts.workers.count"]
 
 
 def test_extends_loop_is_an_error(tmp_path):
