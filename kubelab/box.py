@@ -4,7 +4,7 @@ The rootfs (kubelab.image) is copied into a partitioned raw disk on a loop devic
 kernel and grub are installed there in a chroot (native speed, not in a slow guest); the
 disk becomes a compressed qcow2 in a Vagrant box, added with `vagrant box add`.
 
-Cached by a hash of the image and of this module: the box file is kept under
+Cached by a hash of the image and of the steps that make the disk: the box file is kept under
 IMAGE_CACHE/boxes/<hash>/ and the box added to Vagrant carries the hash in its
 metadata.json, so an unchanged box is neither rebuilt nor re-added. Every mount lives in a
 private mount namespace of one command, and the loop device is detached in a `finally`:
@@ -22,8 +22,9 @@ from pathlib import Path
 
 from kubelab.image import chroot_mounts, image_hash, rootfs
 from kubelab.errors import LabError
-from kubelab.paths import IMAGE_CACHE, spec_path
+from kubelab.paths import IMAGE_CACHE
 from kubelab.progress import phase
+from kubelab.vagrant import LIBVIRT_URI
 
 BOXES = IMAGE_CACHE / "boxes"
 DISK_GIB = 20          # the VM's root disk (sparse: the box holds only what is used)
@@ -52,21 +53,32 @@ def box_hash():
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def default_name():
-    from kubelab.plan import load_plan
-    return load_plan(spec_path()).boxes["libvirt"]
+# command -> the Debian package that provides it, for building and adding the box
+TOOLS = {"sfdisk": "fdisk", "losetup": "mount", "partx": "util-linux",
+         "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "tar": "tar",
+         "vagrant": "vagrant"}
 
 
-def build_box(force=False, name=None):
+def _check_host():
+    """Refuse clearly, before anything is written, when this machine cannot build the box."""
+    problems = [] if os.geteuid() == 0 else ["building the box needs root (loop devices, "
+                                             "mounts)"]
+    problems += [f"'{tool}' not found: apt-get install {package} (or `kubelab host setup`)"
+                 for tool, package in TOOLS.items() if not shutil.which(tool)]
+    if problems:
+        raise BoxError("cannot build the box:\n" + "\n".join(f"- {p}" for p in problems))
+
+
+def build_box(name, force=False):
     """Make the libvirt box and add it to Vagrant as `name` (the spec's boxes.libvirt).
     Skips whatever is already done for the current inputs. Returns the box file's path."""
-    name = name or default_name()
     digest = box_hash()
     entry = BOXES / digest
     box_file = entry / "kubelab.box"
     if added_hash(name) == digest and box_file.exists() and not force:
         print(f"box {name} {digest} is up to date", flush=True)
         return box_file
+    _check_host()
     if force or not box_file.exists():
         root = rootfs()
         entry.mkdir(parents=True, exist_ok=True)
@@ -205,7 +217,7 @@ def _remove_other_boxes(keep):
 
 
 def _virsh(*args):
-    return subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args],
+    return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args],
                           capture_output=True, text=True).stdout
 
 

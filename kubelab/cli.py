@@ -77,7 +77,7 @@ def cmd_image(plan, args):
     from kubelab import box, image
     print(f"rootfs: {image.build(force=args.force)}")
     if not args.rootfs_only:
-        box.build_box(force=args.force, name=plan.boxes["libvirt"])
+        box.build_box(plan.boxes["libvirt"], force=args.force)
 
 
 def cmd_host(plan, args):
@@ -202,5 +202,8 @@ def main(argv=None):
     try:
         return args.func(plan, args) or 0
     except LabError as err:
+        print(f"kubelab {args.command}: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:      # a path that cannot be written, a tool that is missing
         print(f"kubelab {args.command}: {err}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """This machine: what a provider needs (check) and installing it (setup).
 
 check() names every missing piece with its fix before anything starts; setup() installs
-the Debian packages for both VM providers, the container lab and the image build, and
-starts virtlogd and libvirtd where no systemd does. Both are idempotent.
+the Debian packages for the libvirt VMs, the container lab and the image build, and starts
+virtlogd and libvirtd where no systemd does. Both are idempotent.
 """
 import grp
 import json
@@ -17,6 +17,7 @@ from pathlib import Path
 from netaddr import IPNetwork
 
 from kubelab.errors import LabError
+from kubelab.vagrant import LIBVIRT_URI, TCG_CACHE_MIB, VM_PROVIDERS
 
 # Everything a fresh Debian 12 machine needs for `kubelab image build`, the libvirt and
 # container labs (VirtualBox itself is not in Debian 12's main archive).
@@ -24,15 +25,13 @@ HOST_PACKAGES = ["vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt
                  "qemu-system-x86", "qemu-utils", "dnsmasq-base", "debootstrap",
                  "systemd-container", "netcat-openbsd", "openssh-client", "iptables",
                  "iproute2", "fdisk", "e2fsprogs"]
-VM_PROVIDERS = ["virtualbox", "libvirt"]
 INOTIFY_INSTANCES = 1024
-LIBVIRT_URI = "qemu:///system"
 RUN = Path("/run/kubelab")
 # virtlogd first: libvirtd hands every VM's console log to it.
 DAEMONS = [("virtlogd", "/run/libvirt/virtlogd-sock"), ("libvirtd", "/run/libvirt/libvirt-sock")]
 # What a VM costs the host beyond its memory: QEMU itself plus, under software emulation,
 # its translation cache (capped in the Vagrantfile).
-VM_OVERHEAD_MIB = {"kvm": 128, "tcg": 128 + 64, "virtualbox": 128}
+VM_OVERHEAD_MIB = {"kvm": 128, "tcg": 128 + TCG_CACHE_MIB, "virtualbox": 128}
 
 
 def kvm_usable():
@@ -69,8 +68,9 @@ def _run(*cmd):
 
 def check(plan, provider):
     """Problems that stop `kubelab up --provider PROVIDER`, each with its fix; [] = ready."""
-    if provider not in VM_PROVIDERS:
-        return []
+    if provider == "nspawn":
+        from kubelab import nspawn
+        return nspawn.preflight(plan)
     problems = []
     if not shutil.which("vagrant"):
         problems.append("vagrant is missing: run `kubelab host setup` (apt-get install vagrant)")
@@ -135,11 +135,15 @@ def _virtualbox_problems():
     return problems
 
 
+def available_mib():
+    meminfo = Path("/proc/meminfo").read_text()
+    return int(re.search(r"^MemAvailable:\s+(\d+)", meminfo, re.M).group(1)) // 1024
+
+
 def _memory_problems(plan, provider):
     accel = provider if provider == "virtualbox" else ("kvm" if kvm_usable() else "tcg")
     need = sum(h.memory + VM_OVERHEAD_MIB[accel] for h in plan.hosts)
-    meminfo = Path("/proc/meminfo").read_text()
-    available = int(re.search(r"^MemAvailable:\s+(\d+)", meminfo, re.M).group(1)) // 1024
+    available = available_mib()
     if need > available:
         return [f"the spec's {len(plan.hosts)} VMs need about {need} MiB (their memory plus "
                 f"{VM_OVERHEAD_MIB[accel]} MiB each for {accel}), this machine has {available} "
@@ -183,6 +187,8 @@ def _network_clashes(plan):
 def setup():
     """Install HOST_PACKAGES (only what is missing), set what udev and systemd would, and
     make sure the libvirt daemons run. A second run changes nothing."""
+    if os.geteuid() != 0:
+        raise LabError("host setup installs packages and starts daemons: run it as root")
     missing = [p for p in HOST_PACKAGES if not _installed(p)]
     if missing:
         print(f"installing {' '.join(missing)}", flush=True)

@@ -325,12 +325,13 @@ def build(force=False):
     digest = image_hash()
     entry = IMAGE_CACHE / digest
     rootfs_dir = entry / "rootfs"
+    if force or not rootfs_dir.exists():
+        _check_host()       # before anything is written
     entry.mkdir(parents=True, exist_ok=True)
     with open(entry / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)    # one build per entry, even from two commands
         if rootfs_dir.exists() and not force:
             return rootfs_dir
-        _check_host()
         if rootfs_dir.exists() and _in_use(rootfs_dir):
             raise ImageError(f"{rootfs_dir} is the root of running containers: destroy the "
                              "container lab before rebuilding it")

@@ -234,6 +234,8 @@ def preflight(plan):
         problems.append("/dev/fuse is missing (Gluster's FUSE mounts need it): modprobe fuse")
     if "overlay" not in Path("/proc/filesystems").read_text():
         problems.append("overlayfs is not available: modprobe overlay")
+    if problems:
+        return problems         # what follows needs the tools
     running = [name for name, state in status(plan) if state.startswith("running")]
     if not _mine(plan):
         problems.append(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "

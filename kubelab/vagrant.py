@@ -17,6 +17,7 @@ from kubelab.progress import phase
 from kubelab.render import render
 
 VM_PROVIDERS = ["virtualbox", "libvirt"]
+LIBVIRT_URI = "qemu:///system"
 # QEMU's translation cache per VM under software emulation (its default is 1 GiB).
 TCG_CACHE_MIB = 64
 TOP_LEVEL = REPO / "Vagrantfile"
@@ -164,7 +165,7 @@ REMOVE = {"domain": ("undefine", "--remove-all-storage", "--nvram"),
 
 
 def _virsh(*args):
-    return subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args],
+    return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args],
                           capture_output=True, text=True).stdout.split()
 
 

@@ -18,7 +18,7 @@ def test_failed_build_leaves_nothing_mounted_or_attached(monkeypatch):
     entry = box.BOXES / box.box_hash()
     try:
         with pytest.raises(box.BoxError) as err:
-            box.build_box(force=True, name="kubelab-test/never-added")
+            box.build_box("kubelab-test/never-added", force=True)
         assert "Unable to locate package kubelab-no-such-kernel" in str(err.value)
         assert not list(entry.glob("work-*"))
         assert str(entry) not in subprocess.run(["losetup", "--list"], capture_output=True,
@@ -27,6 +27,17 @@ def test_failed_build_leaves_nothing_mounted_or_attached(monkeypatch):
         assert box.added_hash("kubelab-test/never-added") is None
     finally:
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def test_missing_tools_are_named_before_anything_is_written(monkeypatch, tmp_path):
+    monkeypatch.setattr(box, "box_hash", lambda: "0" * 16)     # (it asks dpkg)
+    monkeypatch.setattr(box, "BOXES", tmp_path / "boxes")
+    monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
+    with pytest.raises(box.BoxError) as err:
+        box.build_box("kubelab-test/never-added", force=True)
+    for tool, package in box.TOOLS.items():
+        assert f"'{tool}' not found: apt-get install {package}" in str(err.value)
+    assert not (tmp_path / "boxes").exists()
 
 
 def test_the_box_depends_on_its_inputs(monkeypatch):

@@ -111,6 +111,16 @@ def test_a_new_image_removes_earlier_ones_not_being_built(monkeypatch, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([keep, building, "boxes"])
 
 
+def test_missing_tools_are_named_before_anything_is_written(monkeypatch, tmp_path):
+    monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(image, "image_hash", lambda: "0" * 16)     # (it asks dpkg)
+    monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
+    with pytest.raises(image.ImageError) as err:
+        image.build()
+    assert "'debootstrap' not found: apt-get install debootstrap" in str(err.value)
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.lab
 def test_rootfs_holds_what_every_host_needs():
     root = image.rootfs()

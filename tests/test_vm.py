@@ -49,7 +49,7 @@ def _qemu_rss_mib(plan, names):
 def vm_lab(lab_state, report):
     plan = load_plan(SPEC)
     started = time.monotonic()
-    build_box(name=plan.boxes["libvirt"])
+    build_box(plan.boxes["libvirt"])
     report(f"VM box ready after {time.monotonic() - started:.1f} s")
     assert added_hash(plan.boxes["libvirt"]) == box_hash()
     # The machine as `kubelab host setup` leaves it (a no-op when it already is): an image
