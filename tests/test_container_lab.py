@@ -13,6 +13,7 @@ from netaddr import IPNetwork
 from kubelab import nspawn
 from kubelab.paths import REPO
 from kubelab.plan import load_plan
+from kubelab.provision import pyinfra_command, totals
 
 pytestmark = pytest.mark.lab
 
@@ -31,11 +32,15 @@ def ip_json(*args):
 def test_pyinfra_runs_an_operation_on_every_host(container_lab, ssh_env):
     plan, config = container_lab
     marker, token = "/etc/kubelab-test-marker", uuid.uuid4().hex
-    command = ["pyinfra", "-y", "inventory.py", "files.line", f"path={marker}", f"line={token}"]
+    command = [*pyinfra_command(), "-y", "inventory.py", "files.line", f"path={marker}",
+               f"line={token}"]
+    changed = []
     for _ in range(2):      # the second run must find the line and change nothing
         run = subprocess.run(command, cwd=REPO, env=ssh_env, capture_output=True, text=True,
                              timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr
+        changed.append(totals(run.stdout + run.stderr)["changed"])
+    assert changed == [len(plan.hosts), 0]
     for host in plan.hosts:
         f = infra(config, host.name).file(marker)
         assert f.exists and f.user == "root"

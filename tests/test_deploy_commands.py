@@ -240,18 +240,23 @@ def test_containers_leave_clock_and_modules_to_the_lab_machine(tmp_path):
     assert "sysctl net.ipv4.ip_forward=1" in commands(events, load_plan(SMALL).gateway.name)
 
 
-def test_services_restart_only_when_their_config_changed(tmp_path):
+@pytest.mark.parametrize("changed", [False, True], ids=["same config", "new config"])
+def test_services_restart_only_when_their_config_changed(tmp_path, changed):
     plan = load_plan(SMALL)
 
     def configured(host):
         running = {f"SubState {s}.service": [f"Id={s}.service", "SubState=running"]
                    for s in ("dnsmasq", "netfilter-persistent", "systemd-networkd", "chrony")}
-        # Candidates and installed configs have the same sha256: nothing to install.
         fresh = fresh_host(host, "none")
-        del fresh["sha256sum /var/lib/kubelab/"]
-        return {**running, **fresh, "sha256sum": "2222  same"}
+        if not changed:     # candidates and installed configs alike: nothing to install
+            del fresh["sha256sum /var/lib/kubelab/"]
+        return {**running, **fresh, "sha256sum": "2222  installed"}
 
     events, _ = fake_deploy(tmp_path, SMALL, configured)
     gateway = commands(events, plan.gateway.name)
-    assert not [c for c in gateway if "dnsmasq --test" in c or "restart dnsmasq" in c]
-    assert not [c for c in gateway if "restart netfilter-persistent" in c]
+    assert "systemctl enable dnsmasq.service" in gateway      # the deploy ran on the gateway
+    for service, check in (("dnsmasq", "dnsmasq --test"),
+                           ("netfilter-persistent", "iptables-restore --test")):
+        restarts = [c for c in gateway if c == f"systemctl restart {service}.service"]
+        checks = [c for c in gateway if c.startswith(check)]
+        assert (len(restarts), len(checks)) == ((1, 1) if changed else (0, 0)), service
