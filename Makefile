@@ -10,8 +10,9 @@ setup:
 	pip install -q -r requirements.txt
 	kubelab --spec $(SPEC) host setup
 
+# Containers need only the image's root filesystem; VMs need the libvirt box too.
 lab: setup
-	kubelab --spec $(SPEC) image build
+	kubelab --spec $(SPEC) image build $(if $(filter nspawn,$(PROVIDER)),--rootfs-only)
 	kubelab --spec $(SPEC) create --provider $(PROVIDER)
 
 test: setup
