@@ -18,7 +18,7 @@ import shutil
 import sys
 
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, lab_dir
+from kubelab.paths import DEFAULT_SPEC, lab_dir, lab_provider
 from kubelab.plan import load_plan
 from kubelab.spec import SpecError
 
@@ -32,16 +32,6 @@ def _backend(provider):
         return nspawn
     from kubelab import vagrant
     return vagrant
-
-
-def _provider_file(plan):
-    return lab_dir(plan) / "provider"
-
-
-def _current_provider(plan):
-    """The provider the lab was brought up with (kept by `up`); None when it is not up."""
-    path = _provider_file(plan)
-    return path.read_text().strip() if path.exists() else None
 
 
 def cmd_plan(plan, args):
@@ -108,7 +98,6 @@ def cmd_up(plan, args):
         ssh_config = _backend(provider).up(plan, hosts)
     else:
         ssh_config = _backend(provider).up(plan, provider, hosts)
-    _provider_file(plan).write_text(provider + "\n")
     print(f"lab {plan.name} is up ({provider}); ssh config: {ssh_config}")
 
 
@@ -127,7 +116,7 @@ def cmd_create(plan, args):
 
 
 def cmd_status(plan, args):
-    provider = _current_provider(plan)
+    provider = lab_provider(plan)
     if provider is None:
         print(f"lab {plan.name} is not up (`kubelab up` brings it up)")
         return
@@ -137,7 +126,7 @@ def cmd_status(plan, args):
 
 
 def cmd_destroy(plan, args):
-    provider = _current_provider(plan) or args.provider
+    provider = lab_provider(plan) or args.provider
     if provider is None:
         print(f"lab {plan.name} was not brought up from this state dir; to remove what a "
               "provider left anyway, name it: `kubelab destroy --provider P`", file=sys.stderr)
@@ -149,7 +138,6 @@ def cmd_destroy(plan, args):
             print("nothing destroyed")
             return 1
     _backend(provider).destroy(plan)
-    _provider_file(plan).unlink(missing_ok=True)
     print(f"lab {plan.name} destroyed")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kubelab import image
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, ssh_config
+from kubelab.paths import lab_dir, provider_file, ssh_config
 from kubelab.progress import phase
 from kubelab.render import render
 
@@ -432,6 +432,7 @@ def up(plan, hosts=None):
         destroy(plan)
     OWNERS.mkdir(parents=True, exist_ok=True)
     _owner_file(plan).write_text(f"{lab_dir(plan)}\n")
+    provider_file(plan).write_text("nspawn\n")
     try:
         public_key = _lab_key(plan).with_suffix(".pub").read_text()
         with phase(f"lab namespace {lab_netns(plan)} with {len(plan.networks) + 1} bridges"):
@@ -539,6 +540,7 @@ def destroy(plan):
             left = leftovers(plan)
         if left:
             raise NspawnError("destroy left these behind:\n" + "\n".join(f"- {x}" for x in left))
+        provider_file(plan).unlink(missing_ok=True)
 
 
 def _root_interfaces():

@@ -22,6 +22,18 @@ def lab_dir(plan):
     return path
 
 
+def provider_file(plan):
+    """The provider a lab was brought up with: written when `up` starts (so a failed `up`
+    can still be destroyed), removed by a complete destroy."""
+    return lab_dir(plan) / "provider"
+
+
+def lab_provider(plan):
+    """The provider of the lab's hosts, or None when this state dir brought none up."""
+    path = provider_file(plan)
+    return path.read_text().strip() if path.exists() else None
+
+
 def ssh_config(plan):
     """The ssh config `kubelab up` writes and inventory.py / testinfra read."""
     return Path(os.environ.get("KUBELAB_SSH_CONFIG", STATE / plan.name / "ssh_config"))

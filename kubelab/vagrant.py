@@ -12,7 +12,7 @@ from pathlib import Path
 import vagrant as python_vagrant
 
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, ssh_config
+from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, lab_provider, provider_file, ssh_config
 from kubelab.progress import phase
 from kubelab.render import render
 
@@ -57,10 +57,6 @@ def vagrant_dir(plan):
     return path
 
 
-def _provider_file(plan):
-    return vagrant_dir(plan) / "provider"
-
-
 def _vagrant(plan, provider):
     # python-vagrant's env= replaces the whole environment: start from ours.
     env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER=provider,
@@ -85,7 +81,7 @@ def up(plan, provider, hosts=None):
                            "`kubelab plan` lists them")
     names = [h.name for h in plan.hosts if hosts is None or h.name in hosts]
     write_vagrantfile(plan, vagrant_dir(plan) / "Vagrantfile", hosts)
-    _provider_file(plan).write_text(provider)
+    provider_file(plan).write_text(provider + "\n")
     machine = _vagrant(plan, provider)
     with phase(f"Starting {len(names)} VM(s) with {provider}"):
         try:
@@ -129,8 +125,7 @@ def status(plan):
 
 
 def _recorded_provider(plan):
-    path = _provider_file(plan)
-    return path.read_text().strip() if path.exists() else plan.default_provider
+    return lab_provider(plan) or plan.default_provider
 
 
 def destroy(plan):
@@ -155,7 +150,7 @@ def destroy(plan):
             from kubelab.box import remove_unused_volumes
             remove_unused_volumes(plan.boxes["libvirt"])
     ssh_config(plan).unlink(missing_ok=True)
-    _provider_file(plan).unlink(missing_ok=True)
+    provider_file(plan).unlink(missing_ok=True)
 
 
 # virsh commands that remove a leftover of each kind (a domain may still run).
