@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kubelab import image
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, provider_file, ssh_config
+from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_path
 from kubelab.progress import phase
 from kubelab.render import render
 
@@ -106,11 +106,6 @@ def _log(plan, host):
     path = lab_dir(plan) / "logs"
     path.mkdir(exist_ok=True)
     return path / f"{host.name}.log"
-
-
-def control_path(plan):
-    # Short and per lab: unix socket paths are limited to 108 bytes.
-    return f"/tmp/kubelab-{plan.name}-%r@%n"
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -379,7 +374,7 @@ def write_ssh_config(plan, hosts):
     path = ssh_config(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render("nspawn/ssh_config.j2", lab=plan.name, netns=lab_netns(plan),
-                           hosts=hosts, key=key_path(plan), control_path=control_path(plan)))
+                           hosts=hosts, key=key_path(plan), control_path=ssh_control_path(plan)))
     return path
 
 
@@ -494,7 +489,7 @@ def _close_ssh_masters(plan):
     if not config.exists():
         return
     for host in plan.hosts:
-        socket = Path(control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
+        socket = Path(ssh_control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
         if socket.exists():
             subprocess.run(["ssh", "-F", str(config), "-O", "exit", host.name],
                            capture_output=True, timeout=10)

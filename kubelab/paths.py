@@ -34,6 +34,12 @@ def lab_provider(plan):
     return path.read_text().strip() if path.exists() else None
 
 
+def ssh_control_path(plan):
+    """Where SSH keeps the lab's shared connections (ssh_config's ControlPath): short and per
+    lab, as unix socket paths are limited to 108 bytes."""
+    return f"/tmp/kubelab-{plan.name}-%r@%n"
+
+
 def ssh_config(plan):
     """The ssh config `kubelab up` writes and inventory.py / testinfra read."""
     return Path(os.environ.get("KUBELAB_SSH_CONFIG", STATE / plan.name / "ssh_config"))

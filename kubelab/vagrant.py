@@ -12,7 +12,8 @@ from pathlib import Path
 import vagrant as python_vagrant
 
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, lab_provider, provider_file, ssh_config
+from kubelab.paths import (DEFAULT_SPEC, REPO, lab_dir, lab_provider, provider_file, ssh_config,
+                           ssh_control_path)
 from kubelab.progress import phase
 from kubelab.render import render
 
@@ -98,9 +99,8 @@ def write_ssh_config(plan, machine, names):
     path = ssh_config(plan)
     # One `vagrant ssh-config` for every VM of the Vagrantfile: each call costs seconds.
     blocks = [machine.ssh_config().strip()]
-    # Short and per lab: unix socket paths are limited to 108 bytes.
     blocks.append(f"Host {' '.join(names)}\n  ControlMaster auto\n"
-                  f"  ControlPath /tmp/kubelab-{plan.name}-%r@%n\n  ControlPersist 60s")
+                  f"  ControlPath {ssh_control_path(plan)}\n  ControlPersist 60s")
     tmp = path.with_name(path.name + ".tmp")
     tmp.touch(mode=0o600)
     tmp.write_text("\n\n".join(blocks) + "\n")
