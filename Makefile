@@ -10,9 +10,14 @@ setup:
 	pip install -q -r requirements.txt
 	kubelab --spec $(SPEC) host setup
 
-# Containers need only the image's root filesystem; VMs need the libvirt box too.
+# Of the local image, containers need the root filesystem, libvirt VMs the box built from
+# it too; VirtualBox VMs use the spec's public box.
+IMAGE_ARGS_nspawn = --rootfs-only
+
 lab: setup
-	kubelab --spec $(SPEC) image build $(if $(filter nspawn,$(PROVIDER)),--rootfs-only)
+ifneq ($(PROVIDER),virtualbox)
+	kubelab --spec $(SPEC) image build $(IMAGE_ARGS_$(PROVIDER))
+endif
 	kubelab --spec $(SPEC) create --provider $(PROVIDER)
 
 test: setup
