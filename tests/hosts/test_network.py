@@ -155,3 +155,24 @@ def test_reaches_the_outside_through_nat(client, connect, gateway, plan, outside
     peer, _ = listener.communicate(timeout=LISTEN_SECONDS)
     assert peer.strip() in external, \
         f"the outside saw {peer.strip()!r}, not the gateway's external address {external}"
+
+
+# --- time -----------------------------------------------------------------------------------
+
+def test_time_comes_from_the_gateway(source, connect, plan):
+    """A VM's chrony synchronises with the gateway, which serves the lab from its own clock. A
+    container runs on the lab machine's clock: the deploy leaves chrony off there."""
+    host = connect(source)
+    if host.run("systemd-detect-virt --container").rc == 0:
+        assert not host.service("chrony").is_running
+        return
+    assert host.service("chrony").is_running and host.service("chrony").is_enabled
+    if source.group == "gateway":
+        assert host.socket("udp://0.0.0.0:123").is_listening
+        return
+    server = str(plan.network(source.nics[0].network).gateway)
+    # A burst of measurements now (the polls at start went out before the internal NIC had
+    # its address), then wait, bounded, until the clock is synchronised to the gateway.
+    run_ok(host, "chronyc burst 4/4 && chronyc waitsync 60 0 0 1")
+    tracking = run_ok(host, "chronyc -n tracking")
+    assert f"({server})" in tracking, tracking
