@@ -1,4 +1,6 @@
 """pyinfra groups and host data from the plan (read by the top-level inventory.py)."""
+from pathlib import Path
+
 from kubelab.paths import ssh_config
 
 GROUPS = ["gateway", "loadbalancers", "masters", "workers", "storage", "kubernetes"]
@@ -50,10 +52,11 @@ def ssh_config_hosts(path):
             if line.startswith("Host ") and len(line.split()) == 2}
 
 
-def reachable(plan):
+def reachable(plan, config=None):
     """Names of the planned hosts there is a way to reach: existing machines (ssh_hosts) and
-    the hosts in the lab's ssh config (those `kubelab up` or `vagrant ssh-config` wrote)."""
-    return set(plan.ssh_hosts) | ssh_config_hosts(ssh_config(plan))
+    the hosts in the ssh config (by default the lab's: what `kubelab up` or `vagrant
+    ssh-config` wrote)."""
+    return set(plan.ssh_hosts) | ssh_config_hosts(Path(config or ssh_config(plan)))
 
 
 def not_up_warning(plan):

@@ -150,8 +150,9 @@ def reboot():
     def run(plan, config, names):
         boots = {}
         for name in names:
-            boots[name] = _ssh(config, name, BOOT_ID).stdout.strip()
-            assert boots[name], f"{name}: no boot id before the reboot"
+            run = _ssh(config, name, BOOT_ID)
+            assert run and run.returncode == 0, f"{name}: no boot id before the reboot: {run}"
+            boots[name] = run.stdout.strip()
         started = time.monotonic()
         for name in names:
             # Two seconds later, by systemd: the reboot must not cut the session asking for it.

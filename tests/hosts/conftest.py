@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from kubelab.inventory import ssh_config_hosts, checks_connection
+from kubelab.inventory import checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
 
@@ -49,7 +49,7 @@ def up_hosts(config, plan):
             raise pytest.UsageError(f"--hosts: {', '.join(sorted(unknown))} not in the plan of "
                                     f"{spec_path()}; set KUBELAB_SPEC to the lab's spec")
     path = ssh_config_file(config, plan)
-    missing = names - set(plan.ssh_hosts) - ssh_config_hosts(path)
+    missing = names - reachable(plan, path)
     if missing:
         raise pytest.UsageError(
             f"{', '.join(h.name for h in plan.hosts if h.name in missing)}: not in the ssh "
