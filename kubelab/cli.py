@@ -17,6 +17,7 @@ import json
 import shutil
 import sys
 
+from kubelab import secrets
 from kubelab.errors import LabError
 from kubelab.paths import DEFAULT_SPEC, lab_dir, lab_provider
 from kubelab.plan import load_plan
@@ -138,6 +139,7 @@ def cmd_destroy(plan, args):
             print("nothing destroyed")
             return 1
     _backend(provider).destroy(plan)
+    secrets.remove(plan)
     print(f"lab {plan.name} destroyed")
 
 

@@ -1,7 +1,7 @@
 """The Debian 12 root filesystem every host boots: containers directly, VMs inside the box.
 
 Built locally with debootstrap from the Debian archive this machine's apt already uses, then
-every role's packages (kubelab.packages) installed in a chroot with their services disabled:
+every stage's packages (tasks.image_packages) installed in a chroot with their services disabled:
 hosts come up clean and the deploy enables what each role needs.
 
 Cached under IMAGE_CACHE/<hash>/rootfs, the hash covering every input (suite, packages, this
@@ -21,10 +21,10 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from kubelab import packages
 from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, REPO
 from kubelab.progress import phase
+from tasks import image_packages
 
 SUITE = "bookworm"
 FILES = REPO / "files" / "image"
@@ -142,7 +142,7 @@ def vagrant_public_key():
 
 def _inputs():
     files = {p.name: p.read_text() for p in sorted(FILES.iterdir()) if p.is_file()}
-    return {"suite": SUITE, "packages": [BASE_PACKAGES, packages.all_packages()],
+    return {"suite": SUITE, "packages": [BASE_PACKAGES, image_packages()],
             "sources": image_sources(), "vagrant_key": vagrant_public_key(), "files": files,
             "module": Path(__file__).read_text()}
 
@@ -292,7 +292,7 @@ def _build_into(tmp, log):
     with phase(f"installing the base system ({len(BASE_PACKAGES)} packages)"):
         _chroot(tmp, "apt-get update -q && " + install + " ".join(BASE_PACKAGES), log)
     base = _installed(tmp)
-    roles = packages.all_packages()
+    roles = image_packages()
     with phase(f"installing the roles' {len(roles)} packages (services off)"):
         _chroot(tmp, install + " ".join(roles), log)
     with phase("disabling role services"):
@@ -350,7 +350,7 @@ def build(force=False):
                 tmp.rename(rootfs_dir)
                 (entry / "inputs.json").write_text(json.dumps(
                     {"suite": SUITE, "mirror": mirror(),
-                     "packages": BASE_PACKAGES + packages.all_packages()}, indent=2) + "\n")
+                     "packages": BASE_PACKAGES + image_packages()}, indent=2) + "\n")
         finally:
             if tmp.exists():
                 _remove_tree(tmp)

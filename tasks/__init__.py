@@ -1,11 +1,43 @@
-"""Deploy stages, one module per component; deploy.py runs them in order."""
+"""The deploy's stages, one module each, in the lab's build order (deploy.py runs them).
+
+Adding a stage: its module here (see tasks/helpers.py for what a stage module says), its
+templates in templates/<stage>/, its checks in tests/hosts/test_<stage>.py, its line below.
+"""
 from functools import lru_cache
 
 from kubelab.paths import spec_path
 from kubelab.plan import load_plan
+from kubelab.secrets import lab_secrets
+from tasks import baseline, gateway, kubernetes, loadbalancers, network, storage
+from tasks.helpers import applies, stage_files
+
+STAGES = [
+    baseline,        # every host: name, common packages
+    gateway,         # routing, NAT, DNS + DHCP: before any host asks for an address
+    network,         # every other host: its internal address from the gateway
+    loadbalancers,   # HAProxy + the API's virtual IP
+    storage,         # the Gluster pool
+    kubernetes,      # the Kubernetes hosts
+]
+
+
+def host_files(plan, me, secrets):
+    """{destination: content} of every file the deploy writes on host `me`."""
+    out = {}
+    for stage in STAGES:
+        if applies(stage, me):
+            out.update(stage_files(stage, plan, me, secrets))
+    return out
+
+
+def image_packages():
+    """Every stage's packages: the image pre-installs them all (services off)."""
+    return sorted({p for stage in STAGES for p in stage.PACKAGES})
 
 
 @lru_cache(maxsize=1)
-def the_plan():
-    """The plan, loaded once: pyinfra executes deploy.py once per host."""
-    return load_plan(spec_path())
+def the_lab():
+    """(plan, secrets) of the spec in $KUBELAB_SPEC, loaded once: pyinfra executes deploy.py
+    once per host."""
+    plan = load_plan(spec_path())
+    return plan, lab_secrets(plan)

@@ -1,45 +1,45 @@
-"""The network principal: routing and NAT for the internal networks, dnsmasq DNS + DHCP.
+"""The network principal: routing and NAT for the internal networks, dnsmasq DNS + DHCP,
+the lab's time server.
 
 Install -> configure (each config checked before it is put in place) -> activate (a service
-restarts only when its config changed).
+restarts only when its config changed). Its legs come first: dnsmasq serves the networks the
+gateway holds an address on.
 """
-from io import StringIO
+from tasks.helpers import (install_checked, internal_nics, in_container, nic_files, put,
+                           render_files, restart_if_changed)
 
-from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server
-
-from kubelab.facts import Sha256File
-from kubelab.hostfiles import text
-from kubelab.packages import ROLE_PACKAGES
-from tasks import common
-
-CANDIDATES = "/var/lib/kubelab"
-
-
-def install_checked(plan, me, dest, check):
-    """Upload a config beside its destination, run `check <candidate>` on it, and only when
-    that passes copy it over `dest`. A bad config never reaches the service."""
-    candidate = f"{CANDIDATES}/{dest.strip('/').replace('/', '_')}"
-    files.put(name=f"Write candidate {candidate}", src=StringIO(text(plan, me, dest)),
-              dest=candidate, user="root", group="root", mode="0644")
-    return server.shell(
-        name=f"Check ({check.split()[0]}) and install {dest}",
-        commands=[f"{check} {candidate} && install -m 0644 {candidate} {dest}"],
-        _if=lambda: host.get_fact(Sha256File, path=candidate)
-        != host.get_fact(Sha256File, path=dest))
+NAME = "Gateway"
+GROUPS = ("gateway",)
+PACKAGES = ["dnsmasq", "iptables", "iptables-persistent"]
+# It routes between the internal networks and NATs them out (the seed's 10-gateway.conf).
+SYSCTLS = {"net.ipv4.ip_forward": "1"}
+RULES = "/etc/iptables/rules.v4"
+DNSMASQ = "/etc/dnsmasq.d/kubelab.conf"
+CHRONY = "/etc/chrony/chrony.conf"
+FILES = {RULES: "gateway/rules.v4.j2", DNSMASQ: "gateway/dnsmasq.conf.j2",
+         CHRONY: "gateway/chrony.conf.j2", "/etc/resolv.conf": "gateway/resolv.conf.j2",
+         "/etc/dhcp/dhclient-enter-hooks.d/kubelab-mgmt": "gateway/dhclient-mgmt.j2"}
+# How long the gateway waits for its static legs to come up.
+LEG_WAIT_SECONDS = 60
 
 
-@deploy("Gateway")
-def configure(plan, me):
-    apt.packages(name="Gateway packages", packages=ROLE_PACKAGES["gateway"])
-    # The legs first: dnsmasq serves the networks the gateway holds an address on.
-    common.internal_networks(plan, me)
-    files.directory(name=f"Directory {CANDIDATES}", path=CANDIDATES, mode="0700")
+def files_for(plan, me, secrets):
+    return {**nic_files(plan, me, "gateway/leg.network.j2"),
+            **render_files(FILES, plan=plan, me=me, secrets=secrets)}
 
-    # Forwarding (net.ipv4.ip_forward) is in the common baseline's sysctls for the gateway.
-    rules = install_checked(plan, me, "/etc/iptables/rules.v4", "iptables-restore --test")
-    common.restart_if_changed("netfilter-persistent", rules)
 
-    dnsmasq = install_checked(plan, me, "/etc/dnsmasq.d/kubelab.conf", "dnsmasq --test -C")
-    common.restart_if_changed("dnsmasq", dnsmasq)
+def deploy(plan, me, secrets):
+    rendered = files_for(plan, me, secrets)
+    internal_nics(me, nic_files(plan, me, "gateway/leg.network.j2"), LEG_WAIT_SECONDS)
+    for dest in ("/etc/dhcp/dhclient-enter-hooks.d/kubelab-mgmt", "/etc/resolv.conf"):
+        put(dest, rendered[dest])
+
+    rules = install_checked(RULES, rendered[RULES], "iptables-restore --test")
+    restart_if_changed("netfilter-persistent", rules)
+    dnsmasq = install_checked(DNSMASQ, rendered[DNSMASQ], "dnsmasq --test -C")
+    restart_if_changed("dnsmasq", dnsmasq)
+
+    # A container runs on the lab machine's clock (chrony could not set it: Debian's unit
+    # needs CAP_SYS_TIME); a VM gateway serves the lab's time.
+    if not in_container():
+        restart_if_changed("chrony", put(CHRONY, rendered[CHRONY]))

@@ -9,15 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.hostfiles import host_files
+from kubelab.secrets import GENERATORS
 from kubelab.inventory import host_data
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import load_plan
 from kubelab.provision import pyinfra_command, totals
+from tasks import host_files as lab_host_files
 
 SMALL = REPO / "examples" / "small.yaml"
+DEPLOY = "deploy.py"      # the deploy fake_deploy runs (tests of the helpers run their own)
 DNSMASQ = "/etc/dnsmasq.d/kubelab.conf"
 RULES = "/etc/iptables/rules.v4"
+
+
+def host_files(plan, me):
+    """What the deploy writes on `me`, with secrets made up for the test."""
+    return lab_host_files(plan, me, {name: make() for name, make in GENERATORS.items()})
 
 
 def lines(text):
@@ -158,7 +165,7 @@ def fake_deploy(tmp_path, spec, responses):
                          "hosts = [tuple(h) for h in json.loads(pathlib.Path("
                          f"{str(tmp_path / 'hosts.json')!r}).read_text())]\n")
     run = subprocess.run([*pyinfra_command(), "-y", "-vv", str(inventory),
-                          "deploy.py"], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
+                          DEPLOY], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
                          capture_output=True, text=True, timeout=120)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
@@ -192,7 +199,7 @@ def test_gateway_is_serving_before_any_host_asks_for_dhcp(vm_run):
         assert dhcp and min(dhcp) > start_dnsmasq, client.name
     # ... and the gateway's own stage brought its legs up before it started dnsmasq.
     legs = [i for i, (op, h, _) in enumerate(events) if h == plan.gateway.name
-            and op.startswith("Gateway | Internal networks | Write /etc/systemd/network")]
+            and op.startswith("Gateway | Write /etc/systemd/network")]
     assert legs and max(legs) < start_dnsmasq
 
 

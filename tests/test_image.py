@@ -5,7 +5,9 @@ import subprocess
 
 import pytest
 
-from kubelab import image, packages
+import tasks
+from kubelab import image
+from tasks import gateway
 
 
 def write_apt(root, sources=None, sources_list=None):
@@ -74,8 +76,7 @@ def test_no_mirror_is_a_clear_error(apt_dir):
 def test_hash_follows_the_package_list(monkeypatch):
     before = image.image_hash()
     assert image.image_hash() == before
-    monkeypatch.setitem(packages.ROLE_PACKAGES, "gateway",
-                        packages.ROLE_PACKAGES["gateway"] + ["tcpdump"])
+    monkeypatch.setattr(gateway, "PACKAGES", gateway.PACKAGES + ["tcpdump"])
     assert image.image_hash() != before
 
 
@@ -129,7 +130,7 @@ def test_rootfs_holds_what_every_host_needs():
                                 "${Package} ${Status}\n"], capture_output=True, text=True,
                                check=True).stdout
     ok = {line.split()[0] for line in installed.splitlines() if line.endswith(" installed")}
-    assert set(packages.all_packages()) <= ok
+    assert set(tasks.image_packages()) <= ok
     assert (root / "etc/machine-id").read_text() == ""
     assert not list((root / "etc/ssh").glob("ssh_host_*"))
     assert enabled(root, "ssh-hostkeys.service") == "enabled"
@@ -153,7 +154,7 @@ def test_a_failed_build_leaves_nothing_mounted_or_half_written(monkeypatch, tmp_
     """A package the archive does not have fails the build after debootstrap, with /proc,
     /sys and /dev mounted in the chroot: nothing stays mounted, no rootfs is left."""
     monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path)
-    monkeypatch.setitem(packages.ROLE_PACKAGES, "gateway", ["kubelab-no-such-package"])
+    monkeypatch.setattr(gateway, "PACKAGES", ["kubelab-no-such-package"])
     with pytest.raises(image.ImageError, match="kubelab-no-such-package"):
         image.build()
     entry = tmp_path / image.image_hash()

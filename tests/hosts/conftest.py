@@ -74,25 +74,34 @@ def other_network_peers(config, plan):
     return pairs
 
 
+# Fixtures that stand for each up host of some groups: a check that takes one runs once per
+# such host (a stage's checks take the fixture of the groups the stage applies to).
+GROUP_FIXTURES = {"router": ("gateway",), "balancer": ("loadbalancers",),
+                  "storage_host": ("storage",), "kube_host": ("masters", "workers")}
+
+
 def pytest_generate_tests(metafunc):
-    """Parametrize from the plan and --hosts: `router` (the gateway, when it is among the
-    hosts), `client`, `source` (any up host), `pair` and `network` (every internal network)."""
-    if not {"router", "client", "source", "pair", "network"} & set(metafunc.fixturenames):
+    """Parametrize from the plan and --hosts: the GROUP_FIXTURES, `client` (a host that
+    takes its address from the gateway), `source` (any up host), `pair` and `network`
+    (every internal network)."""
+    names = set(metafunc.fixturenames)
+    if not {"client", "source", "pair", "network", *GROUP_FIXTURES} & names:
         return
     config, plan = metafunc.config, _plan()
-    if "router" in metafunc.fixturenames:
-        hosts = [h for h in up_hosts(config, plan) if h.group == "gateway"]
-        metafunc.parametrize("router", hosts, ids=[h.name for h in hosts])
-    if "client" in metafunc.fixturenames:
+    for fixture, groups in GROUP_FIXTURES.items():
+        if fixture in names:
+            hosts = [h for h in up_hosts(config, plan) if h.group in groups]
+            metafunc.parametrize(fixture, hosts, ids=[h.name for h in hosts])
+    if "client" in names:
         hosts = clients(config, plan)
         metafunc.parametrize("client", hosts, ids=[h.name for h in hosts])
-    if "source" in metafunc.fixturenames:
+    if "source" in names:
         hosts = up_hosts(config, plan)
         metafunc.parametrize("source", hosts, ids=[h.name for h in hosts])
-    if "pair" in metafunc.fixturenames:
+    if "pair" in names:
         pairs = other_network_peers(config, plan)
         metafunc.parametrize("pair", pairs, ids=[f"{a.name}->{b.name}" for a, b in pairs])
-    if "network" in metafunc.fixturenames:
+    if "network" in names:
         metafunc.parametrize("network", plan.networks, ids=[n.name for n in plan.networks])
 
 

@@ -1,10 +1,14 @@
-"""The network principal and the common baseline, checked on running hosts (issue 4)."""
+"""The network principal and every host's place on the internal networks, checked on running
+hosts."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tasks import gateway as gateway_stage
+from tasks.helpers import sysctl_path
 
 # What the outside side of the NAT runs: accept one connection, print the peer's address.
 LISTENER = """
@@ -40,7 +44,7 @@ def links(host):
 def test_gateway_forwards_now_and_after_reboot(router, connect):
     gw = connect(router)
     assert run_ok(gw, "cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
-    assert "net.ipv4.ip_forward = 1" in gw.file("/etc/sysctl.d/60-kubelab.conf").content_string
+    assert "net.ipv4.ip_forward = 1" in gw.file(sysctl_path(gateway_stage)).content_string
 
 
 def test_gateway_nat_and_forward_rules(router, connect, plan):

@@ -1,0 +1,26 @@
+"""Every host's baseline: its name, its common packages, and networkd told to leave the
+management NIC (the provider's) alone."""
+from pyinfra.operations import files, server
+
+from tasks.helpers import put, render_files, restart_if_changed
+
+NAME = "Baseline"
+GROUPS = ("gateway", "loadbalancers", "masters", "workers", "storage")
+PACKAGES = ["sudo", "openssh-server", "python3", "chrony", "iproute2", "iputils-ping",
+            "isc-dhcp-client", "ifupdown", "netcat-openbsd", "dnsutils", "kmod", "procps"]
+FILES = {"/etc/systemd/networkd.conf.d/kubelab.conf": "baseline/networkd.conf.j2"}
+
+
+def files_for(plan, me, secrets):
+    return render_files(FILES, plan=plan, me=me, secrets=secrets)
+
+
+def deploy(plan, me, secrets):
+    server.hostname(name="Host name", hostname=me.name)
+    fqdn_pattern = me.fqdn.replace(".", r"\.")     # grep's basic regular expression
+    # The host's own name resolves to its lab address, as in DNS (not Debian's 127.0.1.1:
+    # Kubernetes and etcd must never see a loopback address as the node's).
+    files.line(name="FQDN in /etc/hosts", path="/etc/hosts",
+               line=f"^[^ ]* {fqdn_pattern} ", replace=f"{me.address} {me.fqdn} {me.name}")
+    changes = [put(dest, text) for dest, text in files_for(plan, me, secrets).items()]
+    restart_if_changed("systemd-networkd", *changes)

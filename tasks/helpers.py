@@ -1,0 +1,215 @@
+"""What every stage shares: the stage runner, and the operations stages are made of (write a
+rendered file, install a config only after its service's checker accepts it, restart or
+reload on change, kernel settings, wait for an address, run once on a chosen host).
+
+A stage is a module of tasks/ with:
+    NAME       how the deploy's output names it
+    GROUPS     the host groups it applies to
+    PACKAGES   its Debian packages (the image pre-installs them, services off)
+    SYSCTLS    optional {key: value}, written to its own drop-in and applied
+    MODULES    optional kernel modules, written to its own drop-in and loaded
+    files_for(plan, me, secrets)  {destination: text} of every file it writes on host `me`
+    deploy(plan, me, secrets)  optional: install -> configure -> activate, with those files
+"""
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import OperationError, deploy, operation
+from pyinfra.facts.server import Command, Sysctl
+from pyinfra.operations import apt, files, server, systemd
+
+from kubelab.facts import Container, Links, Sha256File
+from kubelab.render import render
+
+# Where candidate configs wait for their checker before they replace the live ones.
+CANDIDATES = "/var/lib/kubelab"
+
+
+def stage_name(stage):
+    """The stage's short name (its module's): names its drop-ins and templates folder."""
+    return stage.__name__.rpartition(".")[2]
+
+
+def applies(stage, me):
+    return me.group in stage.GROUPS
+
+
+def render_files(table, **context):
+    """{destination: text} of a stage's {destination: template} table."""
+    return {dest: render(template, **context) for dest, template in table.items()}
+
+
+def sysctl_path(stage):
+    return f"/etc/sysctl.d/60-kubelab-{stage_name(stage)}.conf"
+
+
+def modules_path(stage):
+    return f"/etc/modules-load.d/kubelab-{stage_name(stage)}.conf"
+
+
+def kernel_files(stage):
+    """The stage's kernel settings as its own drop-in files (none when it has none)."""
+    header = f"# kubelab: kernel settings of the {stage_name(stage)} stage. Generated; do not edit.\n"
+    out = {}
+    if getattr(stage, "SYSCTLS", None):
+        out[sysctl_path(stage)] = header + "".join(
+            f"{key} = {value}\n" for key, value in stage.SYSCTLS.items())
+    if getattr(stage, "MODULES", None):
+        out[modules_path(stage)] = header + "".join(f"{m}\n" for m in stage.MODULES)
+    return out
+
+
+def stage_files(stage, plan, me, secrets):
+    """Every file `stage` writes on host `me`: what the deploy uploads and `kubelab render`
+    shows."""
+    return {**kernel_files(stage), **stage.files_for(plan, me, secrets)}
+
+
+# --- running the stages -------------------------------------------------------------------
+
+def run_stages(stages, plan, me, secrets):
+    """Run `stages` in order on host `me`. After each stage every host registers the same
+    (empty) operation: pyinfra orders operations only along each host's own sequence, so
+    this shared step is what keeps a stage from starting on any host before the previous
+    stage has finished on all of them (no host asks for DHCP before the gateway serves)."""
+    for stage in host.loop(stages):
+        if applies(stage, me):
+            deploy(stage.NAME)(_run_stage)(stage, plan, me, secrets)
+        stage_finished(name=f"{stage.NAME} | finished on every host", stage=stage.NAME)
+
+
+def _run_stage(stage, plan, me, secrets):
+    if stage.PACKAGES:
+        apt.packages(name=f"{stage.NAME} packages", packages=stage.PACKAGES)
+    kernel_settings(stage)
+    if hasattr(stage, "deploy"):
+        stage.deploy(plan, me, secrets)
+
+
+@operation()
+def stage_finished(stage):
+    """Nothing to do on the host: a point every host's sequence passes (see run_stages)."""
+    yield from ()
+
+
+# --- files and services -------------------------------------------------------------------
+
+def in_container():
+    """Whether the host shares the lab machine's kernel (see kubelab.facts.Container): then
+    its clock, kernel modules and non-namespaced sysctls are the lab machine's to set, not its
+    own. Every container/VM difference in the deploy is decided from this fact."""
+    return host.get_fact(Container) is not None
+
+
+def put(dest, text, mode="0644"):
+    """Upload a rendered file; the op tells whether it changed."""
+    return files.put(name=f"Write {dest}", src=StringIO(text), dest=dest,
+                     user="root", group="root", mode=mode)
+
+
+def install_checked(dest, text, check, mode="0644"):
+    """Upload a config beside its destination, run `check <candidate>` on it, and only when
+    that passes copy it over `dest`. A bad config never reaches the service."""
+    candidate = f"{CANDIDATES}/{dest.strip('/').replace('/', '_')}"
+    files.directory(name=f"Directory {CANDIDATES}", path=CANDIDATES, mode="0700")
+    files.put(name=f"Write candidate {candidate}", src=StringIO(text),
+              dest=candidate, user="root", group="root", mode=mode)
+    return server.shell(
+        name=f"Check ({check.split()[0]}) and install {dest}",
+        commands=[f"{check} {candidate} && install -m {mode} {candidate} {dest}"],
+        _if=lambda: host.get_fact(Sha256File, path=candidate)
+        != host.get_fact(Sha256File, path=dest))
+
+
+def restart_if_changed(service, *changes, reload=False):
+    """Restart (or reload) a running service only when one of the ops changed something,
+    then make sure it runs and starts at boot (a stopped one simply starts with the new
+    config)."""
+    verb = "Reload" if reload else "Restart"
+    systemd.service(name=f"{verb} {service} (config changed)", service=service,
+                    running=None, restarted=not reload, reloaded=reload,
+                    _if=lambda: any(op.did_change() for op in changes))
+    systemd.service(name=f"Run {service} now and at boot", service=service, running=True,
+                    enabled=True)
+
+
+def kernel_settings(stage):
+    """Persist the stage's sysctls and modules for boot, and apply them now where the host
+    owns them: inside a container only namespaced sysctls exist (net.bridge.* only if the
+    lab machine loaded br_netfilter), and modules are the lab machine's."""
+    for dest, text in kernel_files(stage).items():
+        put(dest, text)
+    sysctls = dict(getattr(stage, "SYSCTLS", {}))
+    if in_container():
+        present = host.get_fact(Sysctl, keys=list(sysctls)) if sysctls else {}
+        sysctls = {k: v for k, v in sysctls.items() if k in present}
+    else:
+        for module in getattr(stage, "MODULES", []):
+            server.modprobe(name=f"Load kernel module {module}", module=module)
+    for key, value in sysctls.items():
+        server.sysctl(name=f"sysctl {key}", key=key, value=value)
+
+
+def nic_files(plan, me, template):
+    """{path: text} of the networkd files of `me`'s internal NICs, each matched by MAC."""
+    return {f"/etc/systemd/network/20-kubelab-{nic.network}.network":
+            render(template, plan=plan, me=me, nic=nic) for nic in me.nics}
+
+
+def internal_nics(me, files_by_path, timeout):
+    """Put the internal NICs' networkd files in place, restart networkd when one changed,
+    and wait (at most `timeout` s each) until every NIC holds its planned address."""
+    changes = [put(path, text) for path, text in files_by_path.items()]
+    restart_if_changed("systemd-networkd", *changes)
+    # Boot must never wait for a gateway that may be down (Debian enables it with networkd).
+    systemd.service(name="Boot does not wait for the internal NICs",
+                    service="systemd-networkd-wait-online", running=None, enabled=False)
+    for nic in me.nics:
+        address_up(name=f"{nic.network}: address {nic.address}", mac=nic.mac,
+                   address=str(nic.address), timeout=timeout)
+
+
+@operation()
+def address_up(mac, address, timeout):
+    """Wait, at most `timeout` seconds, until the NIC with `mac` holds `address` (a DHCP
+    reservation, or the gateway's static leg): never an unbounded wait for a gateway."""
+    link = host.get_fact(Links).get(mac)
+    if link is None:
+        raise OperationError(f"no NIC with MAC {mac}: the provider did not create the NIC "
+                             "the plan gives this host (re-create the host)")
+    if any(a.split("/")[0] == address for a in link["ipv4"]):
+        host.noop(f"{link['name']} ({mac}) holds {address}")
+        return
+    yield (f"for i in $(seq {timeout}); do ip -o -4 addr show dev {link['name']} | "
+           f"grep -q ' inet {address}/' && exit 0; sleep 1; done; "
+           f"echo '{link['name']} ({mac}) got no address {address} in {timeout} s: "
+           "is the gateway up and its dnsmasq serving this network?' >&2; exit 1")
+
+
+# --- run once on a chosen host, with data for the others ----------------------------------
+
+def chosen(plan, group):
+    """The host of `group` that runs the group's once-only steps (cluster bootstrap, peer
+    probe, configuration load): its first host, the same on every run."""
+    return plan.group(group)[0]
+
+
+# Values chosen hosts publish during a run, for the other hosts' later operations.
+SHARED = {}
+
+
+@operation()
+def publish(key, command, chosen_host):
+    """Registered on every host of the stage. On `chosen_host` (a planned Host), run
+    `command` (which must change nothing) and keep its output under `key`; the other hosts
+    pass this same operation after it, so their later operations can read `shared(key)`."""
+    if host.data.fqdn == chosen_host.fqdn:
+        SHARED[key] = host.get_fact(Command, command=command)
+    yield from ()
+
+
+def shared(key):
+    """What the chosen host published under `key` (read when an operation runs)."""
+    if key not in SHARED:
+        raise OperationError(f"no host published {key!r}: its chosen host did not run")
+    return SHARED[key]
