@@ -10,6 +10,7 @@
   verify    check every host (pytest + testinfra)
   create    up + provision + verify
   status    what is running
+  drill     break one part of the running lab on purpose and measure (a failure drill)
   destroy   remove every host, network and disk the lab made (asks first)
 """
 import argparse
@@ -126,6 +127,11 @@ def cmd_status(plan, args):
         print(f"  {name:20} {state}")
 
 
+def cmd_drill(plan, args):
+    from kubelab import drills
+    drills.main(plan, args.name, args.json)
+
+
 def cmd_destroy(plan, args):
     provider = lab_provider(plan) or args.provider
     if provider is None:
@@ -174,6 +180,10 @@ def _parser():
     add("provision", cmd_provision, "configure every host (pyinfra)")
     add("verify", cmd_verify, "check every host (pytest + testinfra)")
     add("status", cmd_status, "what is running")
+    from kubelab.drills import names as drill_names
+    p = add("drill", cmd_drill, "a failure drill on the running lab")
+    p.add_argument("name", choices=drill_names())
+    p.add_argument("--json", action="store_true", help="one JSON object: figures + timeline")
     p = add("destroy", cmd_destroy, "remove the lab")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
     p.add_argument("--provider", choices=PROVIDERS, help="when the lab's provider is unknown")

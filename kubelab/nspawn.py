@@ -485,15 +485,17 @@ def _stop_containers(plan):
 
 
 def _close_ssh_masters(plan):
-    config = ssh_config(plan)
-    if not config.exists():
-        return
     for host in plan.hosts:
-        socket = Path(ssh_control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
-        if socket.exists():
-            subprocess.run(["ssh", "-F", str(config), "-O", "exit", host.name],
-                           capture_output=True, timeout=10)
-            socket.unlink(missing_ok=True)
+        _close_ssh_master(plan, host)
+
+
+def _close_ssh_master(plan, host):
+    config = ssh_config(plan)
+    socket = Path(ssh_control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
+    if config.exists() and socket.exists():
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", host.name],
+                       capture_output=True, timeout=10)
+        socket.unlink(missing_ok=True)
 
 
 def _claimed(plan):
@@ -566,3 +568,29 @@ def leftovers(plan):
     found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
     found += [f"owner file {_owner_file(plan)}"] if _owner_file(plan).exists() else []
     return found
+
+
+# --- power cuts (failure drills) --------------------------------------------------------------
+
+def kill_host(plan, host):
+    """Pull one container's plug: SIGKILL its supervisor (no restart), its nspawn and every
+    process inside at once. Nothing shuts down cleanly; its peers see it vanish."""
+    procs = _lab_processes(plan)
+    mine = [pid for pid, (name, _) in procs.items() if name == host.name]
+    for pid in sorted(mine, key=lambda p: procs[p][1] != "sh"):      # the supervisor first
+        for p in descendants(pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _close_ssh_master(plan, host)
+
+
+def start_host(plan, host):
+    """Boot a container that is off again, on its kept root filesystem; returns once sshd
+    answers."""
+    pid = _start(plan, host)
+    _wait_for_ssh(plan, [host], {host.name: pid}, ssh_config(plan))

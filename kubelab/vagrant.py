@@ -177,3 +177,27 @@ def libvirt_leftovers(plan):
     found += [("volume", v) for v in volumes if any(v.startswith(d + ".") or v.startswith(d + "-")
                                                     for d in domains)]
     return found
+
+
+# --- power cuts (failure drills) --------------------------------------------------------------
+
+def _require_libvirt(plan):
+    if _recorded_provider(plan) != "libvirt":
+        raise VagrantError("failure drills cut the power of libvirt VMs and containers; this "
+                           f"lab runs on {_recorded_provider(plan)}: power its VMs off by hand")
+
+
+def kill_host(plan, host):
+    """Pull one VM's plug (`virsh destroy`: no shutdown, its peers see it vanish)."""
+    _require_libvirt(plan)
+    subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "destroy", f"{plan.name}-{host.name}"],
+                   capture_output=True, check=True)
+    subprocess.run(["ssh", "-F", str(ssh_config(plan)), "-O", "exit", host.name],
+                   capture_output=True, timeout=10)
+
+
+def start_host(plan, host):
+    """Power a VM that is off on again (the caller waits for its sshd)."""
+    _require_libvirt(plan)
+    subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "start", f"{plan.name}-{host.name}"],
+                   capture_output=True, check=True)
