@@ -3,6 +3,7 @@ own, so the session's untouched lab never sees a deployed host): the deploy from
 every host check, a second deploy that changes nothing, the checks again; then every host
 rebooted, the checks and a deploy that changes nothing. Prints the deploy and reboot times.
 Needs root; CI runs it every time."""
+import re
 import subprocess
 import time
 
@@ -26,9 +27,16 @@ def deploy(env):
 
 
 def checks(plan, env):
-    run = subprocess.run(provision.verify_command(plan), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    """Every host check on the lab: all collected checks must pass, none skipped."""
+    command = provision.verify_command(plan)
+    collected = subprocess.run([*command, "--collect-only"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)
+    expected = int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.match(rf"^{expected} passed in ", summary), summary
     return run.stdout
 
 
