@@ -14,6 +14,18 @@ import yaml
 SUPPORTED_KUBERNETES = ["1.35", "1.36", "1.37"]
 
 _ip = {"type": "string"}
+# Identifiers written into generated files (Vagrantfile, configs, names of bridges, files,
+# libvirt objects): a strict pattern each, with the fix in the field's own words.
+_box = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+        "description": "a Vagrant box name: owner/name, letters, digits, '.', '_', '-'"}
+_user = {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$",
+         "description": "a Unix user name: lower-case letters, digits, '_', '-'"}
+_file = {"type": "string", "pattern": r"^[^\x00-\x1f'\"\\]+$",
+         "description": "a file path without quotes, backslashes or control characters"}
+_ssh_address = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$",
+                "description": "an IP address or a DNS name"}
+_mac = {"type": "string", "pattern": r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$",
+        "description": "a MAC address in lower case, e.g. 52:54:00:12:34:56"}
 _range = {"type": "string", "description": "first-last"}
 _size = {"type": "integer", "minimum": 1}
 
@@ -45,15 +57,21 @@ SCHEMA = _obj({
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range}),
     "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
-                      "boxes": _obj({"virtualbox": {"type": "string"},
-                                     "libvirt": {"type": "string"}})}),
+                      "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
     # Existing machines (bare metal) reached over SSH: host name -> ssh address.
     "type": "object", "additionalProperties": _obj(
-        {"address": _ip}, {"user": {"type": "string"}, "port": {"type": "integer"},
-                           "key": {"type": "string"},
+        {"address": _ssh_address}, {"user": _user,
+                           "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                           "key": _file,
                            # network name -> the real NIC's MAC, for its DHCP reservation
-                           "macs": {"type": "object", "additionalProperties": _ip}})}})
+                           "macs": {"type": "object", "additionalProperties": _mac}})}})
+
+
+# JSON Schema counts 2048.0 as an integer; a spec's sizes and counts are whole numbers.
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
 
 
 @dataclass(frozen=True)
@@ -125,8 +143,15 @@ def _describe(error):
         missing = error.message.split("'")[1]
         path = missing if where == "(top level)" else f"{where}.{missing}"
         return [Problem(path, None, "missing; add it (see kubelab.yaml for an example)")]
+    if error.validator == "type" and error.validator_value == "integer":
+        return [Problem(where, error.instance, "must be a whole number (e.g. 2048, not 2048.0)")]
     if error.validator == "type":
         return [Problem(where, error.instance, f"must be of type {error.validator_value}")]
+    if error.validator == "pattern":
+        return [Problem(where, error.instance, f"must be {error.schema['description']}")]
+    if error.validator in ("minimum", "maximum"):
+        return [Problem(where, error.instance, "must be from "
+                        f"{error.schema.get('minimum', '-')} to {error.schema.get('maximum', '-')}")]
     if error.validator == "enum":
         return [Problem(where, error.instance, f"must be one of {error.validator_value}")]
     return [Problem(where, error.instance, error.message)]
@@ -134,7 +159,7 @@ def _describe(error):
 
 def check_schema(data, source="spec"):
     problems = []
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = Validator(SCHEMA)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         problems.extend(_describe(error))
     if problems:
@@ -148,7 +173,7 @@ def without_unknown_keys(data):
     at once."""
     spec = copy.deepcopy(data)
     problems = []
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = Validator(SCHEMA)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
             continue

@@ -46,7 +46,13 @@ def test_unknown_top_level_key(tmp_path):
 def test_wrong_type(tmp_path):
     found = problems(tmp_path, {"hosts": {"workers": {"count": "two"}}})
     assert [p.path for p in found] == ["hosts.workers.count"]
-    assert "integer" in found[0].message
+    assert "whole number" in found[0].message
+
+
+def test_a_float_is_not_a_count_or_a_size(tmp_path):
+    found = problems(tmp_path, {"hosts": {"workers": {"count": 2.0, "memory": 2048.0}}})
+    assert sorted(p.path for p in found) == ["hosts.workers.count", "hosts.workers.memory"]
+    assert all("whole number" in p.message for p in found)
 
 
 def test_missing_key(tmp_path):
