@@ -40,7 +40,7 @@ def cmd_plan(plan, args):
 
 
 def cmd_render(plan, args):
-    from kubelab.render import artifacts
+    from kubelab.artifacts import artifacts
     from kubelab.vagrant import vagrantfile_path, write_vagrantfile
     print(f"wrote {write_vagrantfile(plan, vagrantfile_path(plan, args.spec))}")
     # Written aside, then swapped in whole: no stale file of a host the spec dropped.
