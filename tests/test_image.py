@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from kubelab import image, packages
+from kubelab.system import CommandError
 
 
 def write_apt(root, sources=None, sources_list=None):
@@ -154,7 +155,7 @@ def test_a_failed_build_leaves_nothing_mounted_or_half_written(monkeypatch, tmp_
     /sys and /dev mounted in the chroot: nothing stays mounted, no rootfs is left."""
     monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path)
     monkeypatch.setitem(packages.ROLE_PACKAGES, "gateway", ["kubelab-no-such-package"])
-    with pytest.raises(image.ImageError, match="kubelab-no-such-package"):
+    with pytest.raises(CommandError, match="kubelab-no-such-package"):
         image.build()
     entry = tmp_path / image.image_hash()
     assert not (entry / "rootfs").exists()
