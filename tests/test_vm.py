@@ -20,6 +20,7 @@ from kubelab import host, provision, vagrant
 from kubelab.box import added_hash, box_hash, build_box
 from kubelab.paths import REPO, lab_dir
 from kubelab.plan import load_plan
+from kubelab.system import virsh
 
 pytestmark = pytest.mark.vm
 SPEC = REPO / "tests" / "specs" / "vm.yaml"
@@ -40,7 +41,7 @@ def _qemu_rss_mib(plan, names):
     for line in ps.splitlines():
         kib, args = line.split(maxsplit=1)
         for name in names:
-            if f"guest={plan.name}-{name}," in args:
+            if f"guest={vagrant.vm_name(plan, plan.host(name))}," in args:
                 rss[name] = int(kib) // 1024
     return rss
 
@@ -55,7 +56,7 @@ def vm_lab(lab_state, report):
     # The machine as `kubelab host setup` leaves it (a no-op when it already is): an image
     # build's chroot may have handed /dev/kvm to the image's kvm group meanwhile.
     host.setup()
-    problems = host.check(plan, "libvirt")
+    problems = vagrant.preflight(plan, "libvirt")
     assert not problems, "host not ready:\n" + "\n".join(problems)
     names = [plan.gateway.name, plan.group("storage")[0].name]
     try:
@@ -66,7 +67,7 @@ def vm_lab(lab_state, report):
         yield plan, config, names
     finally:
         started = time.monotonic()
-        vagrant.destroy(plan)   # raises if a VM, network or volume of the lab is left
+        vagrant.destroy(plan, "libvirt")    # raises if a VM, network or volume is left
         report(f"{len(names)} VMs destroyed in {time.monotonic() - started:.1f} s")
 
 
@@ -92,9 +93,7 @@ def test_nics_follow_the_plan_and_internal_ones_wait_for_the_deploy(vm_lab):
 def test_libvirt_networks_are_isolated_and_hold_the_planned_host_address(vm_lab):
     plan, _, _ = vm_lab
     for net in plan.networks:
-        xml = subprocess.run(["virsh", "-c", "qemu:///system", "net-dumpxml",
-                              f"{plan.name}-{net.name}"], capture_output=True, text=True,
-                             check=True).stdout
+        xml = virsh("net-dumpxml", vagrant.network_name(plan, net.name))
         assert f"<ip address='{net.host_ip}' netmask='{net.netmask}'" in xml
         assert "<forward" not in xml and "<dhcp" not in xml
 

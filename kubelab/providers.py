@@ -1,0 +1,68 @@
+"""Where a lab's hosts run: one interface over the container lab (kubelab.nspawn) and
+Vagrant's VMs (kubelab.vagrant, with virtualbox or libvirt), and which of them a command
+uses.
+
+Every provider has preflight(plan) (problems that stop `up`, each with its fix),
+notes(plan), up(plan, hosts) (returns the ssh config it wrote), status(plan) and
+destroy(plan).
+"""
+from kubelab import nspawn, vagrant
+from kubelab.errors import LabError
+from kubelab.paths import lab_provider, provider_file
+
+
+class Containers:
+    """Every host a systemd-nspawn container."""
+    name = "nspawn"
+
+    def preflight(self, plan):
+        return nspawn.preflight(plan)
+
+    def notes(self, plan):
+        return []
+
+    def up(self, plan, hosts=None):
+        return nspawn.up(plan, hosts)
+
+    def status(self, plan):
+        return nspawn.status(plan)
+
+    def destroy(self, plan):
+        nspawn.destroy(plan)
+
+
+class VMs:
+    """Every host a VM, made by Vagrant with one of its providers."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def preflight(self, plan):
+        return vagrant.preflight(plan, self.name)
+
+    def notes(self, plan):
+        return vagrant.notes(plan, self.name)
+
+    def up(self, plan, hosts=None):
+        return vagrant.up(plan, self.name, hosts)
+
+    def status(self, plan):
+        return vagrant.status(plan, self.name)
+
+    def destroy(self, plan):
+        vagrant.destroy(plan, self.name)
+
+
+PROVIDERS = {p.name: p for p in (VMs("virtualbox"), VMs("libvirt"), Containers())}
+
+
+def resolve(plan, requested=None):
+    """The provider of a command: the one the lab was brought up with, else the requested
+    one (--provider), else the spec's default. Asking for another than the lab has is an
+    error naming both."""
+    recorded = lab_provider(plan)
+    if recorded and requested and requested != recorded:
+        raise LabError(f"lab {plan.name} was brought up with {recorded} (recorded in "
+                       f"{provider_file(plan)}), not {requested}: leave out --provider, "
+                       f"or `kubelab destroy` the lab first")
+    return PROVIDERS[recorded or requested or plan.default_provider]
