@@ -1,4 +1,4 @@
-"""The seed's "Networking Diagram", drawn from the plan as an SVG image: the outside and
+"""The 2019 design's "Networking Diagram", drawn from the plan as an SVG image: the outside and
 the gateway on top, one column per internal network with its ranges and its hosts."""
 from dataclasses import dataclass
 

@@ -4,11 +4,11 @@ other over the internal network they share; the storage host has its data disk. 
 only by SSH over vagrant-libvirt's management network, which holds a host address. Always
 destroyed, also on failure.
 
-Then issue 4 on the same two VMs: the deploy (kubelab's pyinfra run, limited to the VMs
+Then the deploy on the same two VMs: the deploy (kubelab's pyinfra run, limited to the VMs
 that are up) from nothing, the host checks, a second deploy that changes nothing, the
 checks again; last, both VMs rebooted, the checks again and a deploy that changes nothing.
 
-Slow under software emulation (several minutes). Prints the figures the issues ask for:
+Slow under software emulation (several minutes). Prints what it measures:
 box time, VM up time, QEMU's memory per VM, deploy times, reboot time, destroy time."""
 import re
 import subprocess
@@ -154,7 +154,7 @@ def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, re
     second, second_s = _deploy(plan)
     assert second["changed"] == 0, f"the second deploy changed something: {second}"
     _checks(plan)
-    report(f"issue 4 on VMs {', '.join(names)}: first deploy {first_s:.1f} s "
+    report(f"deploy on VMs {', '.join(names)}: first deploy {first_s:.1f} s "
            f"({first['changed']} changes), second {second_s:.1f} s (no change); checks: {passed}")
 
 
