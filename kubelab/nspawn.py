@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kubelab import image
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_path
+from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import close_ssh_masters, missing_tools, run
@@ -353,7 +353,8 @@ def write_ssh_config(plan, hosts):
     path = ssh_config(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render("nspawn/ssh_config.j2", lab=plan.name, netns=lab_netns(plan),
-                           hosts=hosts, key=key_path(plan), control_path=ssh_control_path(plan)))
+                           hosts=hosts, key=key_path(plan),
+                           sharing=ssh_sharing(plan, [h.name for h in hosts])))
     return path
 
 

@@ -20,7 +20,7 @@ from netaddr import IPNetwork
 from kubelab import host
 from kubelab.box import remove_unused_volumes
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config, ssh_control_path
+from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import VAGRANT_ENV, close_ssh_masters, missing_tools, run, virsh
@@ -233,9 +233,7 @@ def write_ssh_config(plan, machine, names):
     sharing: testinfra and pyinfra then reuse one SSH connection per host."""
     path = ssh_config(plan)
     # One `vagrant ssh-config` for every VM of the Vagrantfile: each call costs seconds.
-    blocks = [machine.ssh_config().strip()]
-    blocks.append(f"Host {' '.join(names)}\n  ControlMaster auto\n"
-                  f"  ControlPath {ssh_control_path(plan)}\n  ControlPersist 60s")
+    blocks = [machine.ssh_config().strip(), ssh_sharing(plan, names)]
     tmp = path.with_name(path.name + ".tmp")
     tmp.touch(mode=0o600)
     tmp.write_text("\n\n".join(blocks) + "\n")
