@@ -96,11 +96,15 @@ def build_box(name, force=False):
     return box_file
 
 
+def _vagrant_name(name):
+    """How Vagrant and vagrant-libvirt write a box name in file and volume names."""
+    return name.replace("/", "-VAGRANTSLASH-")
+
+
 def added_hash(name):
     """The kubelab hash of the box `name` added to Vagrant (None if absent or foreign)."""
     home = Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d"))
-    metadata = home / "boxes" / name.replace("/", "-VAGRANTSLASH-") / "0" / "libvirt" / \
-        "metadata.json"
+    metadata = home / "boxes" / _vagrant_name(name) / "0" / "libvirt" / "metadata.json"
     try:
         return json.loads(metadata.read_text()).get("kubelab_hash")
     except (OSError, ValueError):
@@ -198,7 +202,7 @@ def remove_unused_volumes(name):
     old ones pile up after rebuilds, and the current one is made again on the next `up`."""
     if not shutil.which("virsh"):
         return
-    prefix = name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    prefix = _vagrant_name(name) + "_vagrant_box_image_"
     in_use = "".join(virsh("dumpxml", d) for d in virsh("list", "--all", "--name").split())
     for volume in virsh("vol-list", "default").split()[::2]:
         if volume.startswith(prefix) and volume not in in_use:

@@ -131,11 +131,8 @@ def _alive(pid):
     return state != "Z"
 
 
-def _lab_processes(plan):
-    """{pid: (host name, program)} of this lab's nspawn processes and their supervisors,
-    found by the --directory argument on their command lines."""
-    hosts = str(_hosts_dir(plan)) + "/"
-    found = {}
+def _command_lines():
+    """(pid, argv) of every process on this machine."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -143,10 +140,19 @@ def _lab_processes(plan):
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
+        yield int(entry.name), argv
+
+
+def _lab_processes(plan):
+    """{pid: (host name, program)} of this lab's nspawn processes and their supervisors,
+    found by the --directory argument on their command lines."""
+    hosts = str(_hosts_dir(plan)) + "/"
+    found = {}
+    for pid, argv in _command_lines():
         for arg in argv:
-            if arg.startswith("--directory=" + hosts) and _alive(int(entry.name)):
+            if arg.startswith("--directory=" + hosts) and _alive(pid):
                 name = arg.removeprefix("--directory=" + hosts).split("/")[0]
-                found[int(entry.name)] = (name, Path(argv[0]).name)
+                found[pid] = (name, Path(argv[0]).name)
     return found
 
 
@@ -165,11 +171,7 @@ def _foreign_states(plan):
     machines = {f"--machine={machine(plan, h)}" for h in plan.hosts}
     marker = f"/{plan.name}/hosts/"
     states = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
-            continue
+    for _, argv in _command_lines():
         if machines & set(argv):
             for arg in argv:
                 if arg.startswith("--directory=") and marker in arg:
