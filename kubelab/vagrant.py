@@ -45,15 +45,20 @@ def vm_prefix(plan):
     return f"{plan.name}-"
 
 
-def vm_name(plan, host):
-    """A VM's name: its libvirt domain (vagrant-libvirt joins the prefix and the host name)
-    and its VirtualBox name."""
-    return f"{vm_prefix(plan)}{host.name}"
+def vm_name(plan, vm):
+    """The name of a planned host's VM: its libvirt domain (vagrant-libvirt joins the prefix
+    and the host name) and its VirtualBox name."""
+    return f"{vm_prefix(plan)}{vm.name}"
 
 
 def network_name(plan, network):
     """A lab network's name in libvirt and in VirtualBox: "mgmt" or a spec network's name."""
     return f"{plan.name}-{network}"
+
+
+def network_names(plan):
+    """{network: its name in libvirt and VirtualBox} for mgmt and every spec network."""
+    return {n: network_name(plan, n) for n in ["mgmt", *(n.name for n in plan.networks)]}
 
 
 def vagrantfile(plan, hosts=None):
@@ -62,8 +67,7 @@ def vagrantfile(plan, hosts=None):
     return render("vagrant/Vagrantfile.j2", plan=plan, hosts=chosen,
                   networks={n.name: n for n in plan.networks}, tcg_cache_mib=TCG_CACHE_MIB,
                   prefix=vm_prefix(plan), vm_names={h.name: vm_name(plan, h) for h in chosen},
-                  network_names={n: network_name(plan, n)
-                                 for n in ["mgmt", *(n.name for n in plan.networks)]})
+                  network_names=network_names(plan))
 
 
 def write_vagrantfile(plan, path, hosts=None):
@@ -168,7 +172,7 @@ def _memory_problems(plan, provider):
 def _network_clashes(plan):
     """Host addresses or other libvirt networks inside the lab's networks: vagrant-libvirt
     would refuse them, and packets for the lab could go astray."""
-    ours = _libvirt_networks(plan)
+    ours = set(network_names(plan).values())
     lab = [("management.cidr", plan.management)]
     lab += [(f"networks.{n.name}.cidr", n.cidr) for n in plan.networks]
     problems = []
@@ -275,14 +279,10 @@ REMOVE = {"domain": ("undefine", "--remove-all-storage", "--nvram"),
           "network-defined": ("net-undefine",), "volume": ("vol-delete", "--pool", "default")}
 
 
-def _libvirt_networks(plan):
-    return {network_name(plan, "mgmt")} | {network_name(plan, n.name) for n in plan.networks}
-
-
 def libvirt_leftovers(plan):
     """[(kind, name)] of the lab's libvirt objects, in the order they must be removed."""
     domains = {vm_name(plan, h) for h in plan.hosts}
-    networks = _libvirt_networks(plan)
+    networks = set(network_names(plan).values())
     found = [("running", d) for d in virsh("list", "--name").split() if d in domains]
     found += [("domain", d) for d in virsh("list", "--all", "--name").split() if d in domains]
     found += [("network", n) for n in virsh("net-list", "--name").split() if n in networks]
