@@ -63,6 +63,6 @@ def resolve(plan, requested=None):
     recorded = lab_provider(plan)
     if recorded and requested and requested != recorded:
         raise LabError(f"lab {plan.name} was brought up with {recorded} (recorded in "
-                       f"{provider_file(plan)}), not {requested}: leave out --provider, "
-                       f"or `kubelab destroy` the lab first")
+                       f"{provider_file(plan)}), not {requested}: leave out --provider to "
+                       f"use {recorded}; {requested} needs the lab destroyed first")
     return PROVIDERS[recorded or requested or plan.default_provider]
