@@ -53,7 +53,7 @@ class VMs:
         vagrant.destroy(plan, self.name)
 
 
-PROVIDERS = {p.name: p for p in (VMs("virtualbox"), VMs("libvirt"), Containers())}
+PROVIDERS = {p.name: p for p in [*map(VMs, vagrant.VM_PROVIDERS), Containers()]}
 
 
 def resolve(plan, requested=None):
