@@ -6,8 +6,6 @@ Run: python benchmarks/scale.py
 import time
 from pathlib import Path
 
-import yaml
-
 from kubelab import validate
 from kubelab.artifacts import artifacts
 from kubelab.plan import build_plan
