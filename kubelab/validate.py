@@ -14,6 +14,9 @@ from kubelab.spec import SUPPORTED_KUBERNETES, Problem, SpecError
 ROLE_MINIMUM = {"gateway": (256, 1), "loadbalancers": (256, 1), "masters": (1700, 2),
                 "workers": (1024, 1), "storage": (512, 1)}
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Each Kubernetes node gets a /24 of the pod CIDR (kube-controller-manager's and Flannel's
+# default subnet size).
+NODE_POD_PREFIX = 24
 
 
 def _address_fields(spec):
@@ -85,6 +88,12 @@ def _names(plan):
         yield Problem("name", plan.name, "must be a DNS label: lower-case letters, digits, '-'")
     if not all(DNS_LABEL.match(part) for part in plan.domain.split(".")):
         yield Problem("domain", plan.domain, "must be DNS labels joined by dots, e.g. kube.local")
+    if not all(DNS_LABEL.match(part) for part in plan.dns_domain.split(".")):
+        yield Problem("kubernetes.dns_domain", plan.dns_domain,
+                      "must be DNS labels joined by dots, e.g. cluster.local")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", plan.shared_volume_path):
+        yield Problem("kubernetes.shared_volume_path", plan.shared_volume_path,
+                      "must be an absolute path of plain names, e.g. /mnt/gluster/kube")
     seen = {}
     for host in plan.hosts:
         path = _group_path(plan, host.group)
@@ -141,6 +150,12 @@ def _kubernetes_ranges(plan):
             if _overlap(cidr, net):
                 yield Problem(f"kubernetes.{key}", str(cidr), f"overlaps host network {path} "
                               f"({net}); pick a range no host network uses")
+    nodes = len(plan.group("kubernetes"))
+    if 2 ** max(NODE_POD_PREFIX - plan.pod_cidr.prefixlen, -1) < nodes:
+        need = NODE_POD_PREFIX - (nodes - 1).bit_length()
+        yield Problem("kubernetes.pod_cidr", str(plan.pod_cidr), f"too small for {nodes} "
+                      f"Kubernetes nodes, each of which takes a /{NODE_POD_PREFIX}; use a "
+                      f"/{need} or larger, e.g. 10.244.0.0/16")
     if _overlap(plan.pod_cidr, plan.service_cidr):
         yield Problem("kubernetes.service_cidr", str(plan.service_cidr),
                       f"overlaps kubernetes.pod_cidr ({plan.pod_cidr}); pick separate ranges")
