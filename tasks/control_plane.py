@@ -11,7 +11,7 @@ they have expired. The joining hosts get the cluster CA's hash from the first ma
 from io import StringIO
 
 import yaml
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.facts.server import Command
 from pyinfra.operations import files
@@ -169,7 +169,12 @@ def joined(plan, me, secrets):
     if host.get_fact(Exists, path=KUBELET_CONF):
         host.noop(f"{me.name} is a node of the cluster")
         return
-    text = dump(join_configuration(plan, me, secrets, shared(CA_HASH_KEY)))
+    config = join_configuration(plan, me, secrets, shared(CA_HASH_KEY))
+    role = ("a control plane, with the certificate key" if "controlPlane" in config
+            else "a worker")
+    logger.info(f"    {host.print_prefix}note: joins {endpoint(plan)} as {role}; the CA's hash "
+                f"{config['discovery']['bootstrapToken']['caCertHashes'][0]}")
+    text = dump(config)
     yield from files.put._inner(src=StringIO(text), dest=JOIN, user="root", group="root",
                                 mode="0600")
     yield f"kubeadm join --config {JOIN}"

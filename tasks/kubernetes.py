@@ -76,6 +76,12 @@ def files_for(plan, me, secrets):
                             PREFERENCES: "kubernetes/preferences.j2"}, **context)}
 
 
+def docker_sources(codename):
+    """Docker's apt source for the host's Debian release."""
+    return render("kubernetes/docker.sources.j2", repository=DOCKER_REPOSITORY, key=DOCKER_KEY,
+                  codename=codename)
+
+
 def deploy(plan, me, secrets):
     if in_container():
         skipped(name="Kubernetes skipped on a container")
@@ -88,9 +94,7 @@ def deploy(plan, me, secrets):
     files.directory(name=f"Directory {KEYRINGS}", path=KEYRINGS, mode="0755")
     for dest, url in keys.items():
         files.download(name=f"Key {dest}", src=url, dest=dest, mode="0644")
-    sources = [put(DOCKER_SOURCES, render("kubernetes/docker.sources.j2",
-                                          repository=DOCKER_REPOSITORY, key=DOCKER_KEY,
-                                          codename=host.get_fact(Codename))),
+    sources = [put(DOCKER_SOURCES, docker_sources(host.get_fact(Codename))),
                put(KUBERNETES_SOURCES, rendered[KUBERNETES_SOURCES]),
                put(PREFERENCES, rendered[PREFERENCES])]
     apt.update(name="Package lists (a repository or pin changed)",
