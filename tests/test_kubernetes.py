@@ -323,3 +323,42 @@ def test_apt_sources_and_pins_follow_the_spec(plan, secrets):
     assert f"Pin: version {plan.kubernetes_version}.*" in pins
     assert f"Pin: version {kubernetes.CONTAINERD}.*" in pins
     assert set(kubernetes.PAUSE) == set(SUPPORTED_KUBERNETES)
+
+
+# --- the user's kubeconfig ---------------------------------------------------------------------
+
+ADMIN_CONF = """apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: Q0E=
+    server: https://api.kube.local:6443
+  name: kubelab
+contexts:
+- context: {cluster: kubelab, user: kubernetes-admin}
+  name: kubernetes-admin@kubelab
+current-context: kubernetes-admin@kubelab
+users:
+- name: kubernetes-admin
+  user: {client-certificate-data: Q0VSVA==, client-key-data: S0VZ}
+"""
+
+
+def test_the_user_kubeconfig_reaches_the_api_name_through_the_vip(plan):
+    config = yaml.safe_load(control_plane.user_kubeconfig(plan, ADMIN_CONF))
+    [cluster] = config["clusters"]
+    assert cluster["cluster"]["server"] == f"https://{plan.api_vip}:{plan.api_port}"
+    assert cluster["cluster"]["tls-server-name"] == plan.api_name
+    assert cluster["cluster"]["certificate-authority-data"] == "Q0E="
+    assert config["users"] == yaml.safe_load(ADMIN_CONF)["users"]
+
+
+def test_kubeconfig_command_says_when_there_is_none_yet(tmp_path):
+    import os
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "kubelab", "kubeconfig"], cwd=REPO,
+                         env={**os.environ, "KUBELAB_STATE": str(tmp_path)},
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "no kubeconfig" in run.stderr and "kubelab provision" in run.stderr
