@@ -19,8 +19,10 @@ from tasks.helpers import in_container, install_checked, put, render_files, rest
 
 NAME = "Kubernetes hosts"
 GROUPS = ("masters", "workers")
-PACKAGES = ["glusterfs-client", "iptables", "conntrack", "socat", "ebtables", "curl",
-            "ca-certificates"]
+PACKAGES = ["glusterfs-client", "iptables", "conntrack", "socat", "ebtables"]
+# What fetching from the repositories needs: only where they are reachable (not in the
+# offline image, whose containers skip this stage).
+FETCH_PACKAGES = ["curl", "ca-certificates", "openssl"]
 # Pods' traffic crosses Linux bridges and must pass iptables (the seed's 10-kubernetes.conf).
 MODULES = ["overlay", "br_netfilter"]
 SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1",
@@ -89,6 +91,7 @@ def deploy(plan, me, secrets):
     rendered = files_for(plan, me, secrets)
     keys = {DOCKER_KEY: f"{DOCKER_REPOSITORY}/gpg",
             kubernetes_key(plan): f"{kubernetes_repository(plan)}Release.key"}
+    apt.packages(name="curl, CA certificates, openssl", packages=FETCH_PACKAGES)
     repositories_answer(name="The package repositories answer",
                         urls=[DOCKER_REPOSITORY + "/", kubernetes_repository(plan)])
     files.directory(name=f"Directory {KEYRINGS}", path=KEYRINGS, mode="0755")
