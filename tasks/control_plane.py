@@ -151,11 +151,11 @@ def control_plane_up(token, masters):
         yield f"kubeadm init --config {INIT} --upload-certs"
         return
     tokens = host.get_fact(Command, command=f"kubeadm token list --kubeconfig {ADMIN_CONF} "
-                                            "-o jsonpath='{.token}{\"\\n\"}'") or ""
+                                            "-o jsonpath='{.token}{\"\\n\"}' || true") or ""
     if token not in tokens.split():
         yield f"kubeadm token create {token} --ttl {TOKEN_TTL} --kubeconfig {ADMIN_CONF}"
     certs = host.get_fact(Command, command=f"{KUBECTL} -n kube-system get secret "
-                                           "kubeadm-certs -o name --ignore-not-found")
+                                           "kubeadm-certs -o name --ignore-not-found || true")
     if masters > 1 and not certs:
         yield f"kubeadm init phase upload-certs --upload-certs --config {INIT}"
     if token in tokens.split() and (certs or masters == 1):
