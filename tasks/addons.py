@@ -121,6 +121,7 @@ def headlamp(plan):
     account = {"kind": "ServiceAccount", "name": HEADLAMP_ACCOUNT, "namespace": "kube-system"}
     reader = f"{HEADLAMP_ACCOUNT}-cluster"
     rbac = "rbac.authorization.k8s.io/v1"
+    read = ["get", "list", "watch"]
     docs += [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": HEADLAMP_ACCOUNT, "namespace": "kube-system"}},
@@ -131,11 +132,11 @@ def headlamp(plan):
         # ... and the cluster-scoped objects a dashboard shows, read-only.
         {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": reader},
          "rules": [{"apiGroups": [""], "resources": ["nodes", "namespaces", "persistentvolumes"],
-                    "verbs": ["get", "list", "watch"]},
+                    "verbs": read},
                    {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"],
-                    "verbs": ["get", "list", "watch"]},
+                    "verbs": read},
                    {"apiGroups": ["apiextensions.k8s.io"],
-                    "resources": ["customresourcedefinitions"], "verbs": ["get", "list", "watch"]}]},
+                    "resources": ["customresourcedefinitions"], "verbs": read}]},
         {"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": reader},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                      "name": reader}, "subjects": [account]}]

@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
 from kubelab.facts import Codename, SwapDevices
 from kubelab.render import render
@@ -44,6 +44,7 @@ KUBERNETES_SOURCES = "/etc/apt/sources.list.d/kubernetes.sources"
 PREFERENCES = "/etc/apt/preferences.d/kubelab-kubernetes"
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CRICTL = "/etc/crictl.yaml"
+REACH_SECONDS = 20      # a repository that does not answer by then stops the stage
 
 
 def kubernetes_repository(plan):
@@ -91,9 +92,9 @@ def deploy(plan, me, secrets):
     rendered = files_for(plan, me, secrets)
     keys = {DOCKER_KEY: f"{DOCKER_REPOSITORY}/gpg",
             kubernetes_key(plan): f"{kubernetes_repository(plan)}Release.key"}
+    # Each repository's key: a file every one of them serves (a directory may answer 403).
+    repositories_answer(name="The package repositories answer", urls=list(keys.values()))
     apt.packages(name="curl, CA certificates, openssl", packages=FETCH_PACKAGES)
-    repositories_answer(name="The package repositories answer",
-                        urls=[DOCKER_REPOSITORY + "/", kubernetes_repository(plan)])
     files.directory(name=f"Directory {KEYRINGS}", path=KEYRINGS, mode="0755")
     for dest, url in keys.items():
         files.download(name=f"Key {dest}", src=url, dest=dest, mode="0644")
@@ -138,10 +139,14 @@ def repositories_answer(urls):
     if not missing_packages():
         host.noop("the pinned packages are installed")
         return
+    # python3 (every host has it), before curl is installed; reachability only: apt checks
+    # what it fetches against the repositories' keys.
     for url in urls:
-        yield (f"curl -fsS --max-time 20 -o /dev/null {url} || {{ echo 'kubelab: this host "
-               f"cannot reach {url}: the Kubernetes stages need it (a route out through "
-               "the gateway, or a proxy)' >&2; exit 1; }")
+        yield (f"python3 -c 'import ssl, sys, urllib.request; urllib.request.urlopen(sys.argv[1], "
+               f"timeout={REACH_SECONDS}, context=ssl._create_unverified_context())' {url} "
+               f"2>/dev/null || {{ echo 'kubelab: this host cannot reach {url} within "
+               f"{REACH_SECONDS} s: the Kubernetes stages need it (a route out through the "
+               "gateway, or a proxy)' >&2; exit 1; }")
 
 
 @operation()
