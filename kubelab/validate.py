@@ -155,7 +155,7 @@ def _kubernetes_ranges(plan):
         need = NODE_POD_PREFIX - (nodes - 1).bit_length()
         yield Problem("kubernetes.pod_cidr", str(plan.pod_cidr), f"too small for {nodes} "
                       f"Kubernetes nodes, each of which takes a /{NODE_POD_PREFIX}; use a "
-                      f"/{need} or larger, e.g. 10.244.0.0/16")
+                      f"/{need} or larger")
     if _overlap(plan.pod_cidr, plan.service_cidr):
         yield Problem("kubernetes.service_cidr", str(plan.service_cidr),
                       f"overlaps kubernetes.pod_cidr ({plan.pod_cidr}); pick separate ranges")
