@@ -4,8 +4,8 @@ planes, one after another.
 Every step is guarded by state: init runs only where no admin.conf exists, a join only where
 no kubelet.conf exists, so a second run changes nothing and a lost node joins again. The
 bootstrap token and the certificate key are the lab's secrets (kubelab/secrets.py). The
-uploaded certificates live 2 h and a token 24 h: the first master makes them again when
-they have expired. The joining hosts get the cluster CA's hash from the first master
+uploaded certificates live 2 h and a token 24 h: while a planned node is missing or not
+Ready, the first master makes them again when they have expired. The joining hosts get the cluster CA's hash from the first master
 (helpers.publish). The API is reached through the load balancers' VIP, under the API name.
 """
 from io import StringIO
@@ -133,7 +133,9 @@ def deploy(plan, me, secrets):
         put(dest, text, mode="0600" if dest == INIT else "0644")
     if me.name == first.name:
         control_plane_up(name="kubeadm init, or fresh join data for the other nodes",
-                         token=secrets["kubeadm_token"], masters=len(plan.group("masters")))
+                         token=secrets["kubeadm_token"],
+                         masters=[h.name for h in plan.group("masters")],
+                         nodes=[h.name for h in plan.group("kubernetes")])
         kubeconfig(name="The lab's kubeconfig (the API name through the VIP)", plan=plan)
     publish(name="Publish the cluster CA's hash", key=CA_HASH_KEY, command=CA_HASH,
             chosen_host=first)
@@ -144,22 +146,32 @@ def deploy(plan, me, secrets):
 
 
 @operation()
-def control_plane_up(token, masters):
-    """kubeadm init --upload-certs where no cluster is; on an initialised first master, the
-    bootstrap token and the uploaded certificates made again once they have expired."""
+def control_plane_up(token, masters, nodes):
+    """kubeadm init --upload-certs where no cluster is. On an initialised first master, while
+    a planned node is missing or not Ready (new, or lost and rebuilt), the join data it needs:
+    the bootstrap token (24 h) and, for a master, the uploaded certificates (2 h), made again
+    when they have expired. A healthy cluster: nothing."""
     if not host.get_fact(Exists, path=ADMIN_CONF):
         yield f"kubeadm init --config {INIT} --upload-certs"
+        return
+    ready = host.get_fact(Command, command=f"{KUBECTL} get nodes -o jsonpath='{{range .items[*]}}"
+                                           "{.metadata.name}={.status.conditions[?(@.type=="
+                                           "\"Ready\")].status}{\"\\n\"}{end}' || true") or ""
+    ready = {line.partition("=")[0] for line in ready.split() if line.endswith("=True")}
+    waiting = [n for n in nodes if n not in ready]
+    if not waiting:
+        host.noop("every planned node is Ready: no join data needed")
         return
     tokens = host.get_fact(Command, command=f"kubeadm token list --kubeconfig {ADMIN_CONF} "
                                             "-o jsonpath='{.token}{\"\\n\"}' || true") or ""
     if token not in tokens.split():
         yield f"kubeadm token create {token} --ttl {TOKEN_TTL} --kubeconfig {ADMIN_CONF}"
-    certs = host.get_fact(Command, command=f"{KUBECTL} -n kube-system get secret "
-                                           "kubeadm-certs -o name --ignore-not-found || true")
-    if masters > 1 and not certs:
-        yield f"kubeadm init phase upload-certs --upload-certs --config {INIT}"
-    if token in tokens.split() and (certs or masters == 1):
-        host.noop("the cluster is initialised; its token and certificates are current")
+    if set(waiting) & set(masters[1:]):
+        certs = host.get_fact(Command, command=f"{KUBECTL} -n kube-system get secret "
+                                               "kubeadm-certs -o name --ignore-not-found || true")
+        if not certs:
+            yield f"kubeadm init phase upload-certs --upload-certs --config {INIT}"
+    host.noop(f"join data for {', '.join(waiting)}")
 
 
 @operation()

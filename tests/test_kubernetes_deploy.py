@@ -58,7 +58,10 @@ def initialised(plan, secrets, lost=(), token=True, certs=True):
                for k, v in present(path, host_files(plan, host, secrets)[path]).items()},
             **present("/etc/apt/sources.list.d", kind="drwxr-xr-x"),
             **present("/etc/apt/preferences.d", kind="drwxr-xr-x")}
+        nodes = [f"{h.name}={'False' if h.name in lost else 'True'}"
+                 for h in plan.group("kubernetes")]
         return {"test -e /etc/kubernetes/admin.conf": "yes",
+                "get nodes -o jsonpath": nodes,
                 "test -e /etc/kubernetes/kubelet.conf": "yes" if joined else "",
                 "kubeadm token list": secrets["kubeadm_token"] if token else "",
                 "get secret kubeadm-certs": "secret/kubeadm-certs" if certs else "",
@@ -158,26 +161,33 @@ def test_every_kubernetes_host_gets_runtime_and_pinned_packages(lab, fresh):
 
 def test_a_second_run_repeats_nothing(lab, tmp_path_factory):
     plan, secrets = lab
-    events = run(tmp_path_factory, "again", DEFAULT_SPEC, initialised(plan, secrets))
+    # Even with the token and the uploaded certificates expired: no node needs them.
+    events = run(tmp_path_factory, "again", DEFAULT_SPEC,
+                 initialised(plan, secrets, token=False, certs=False))
     assert not [(h, c) for _, h, c in events if kubernetes_step(c)]
     first = plan.group("masters")[0].name
-    assert "note: the cluster is initialised; its token and certificates are current" in \
-        commands(events, first)
+    assert "note: every planned node is Ready: no join data needed" in commands(events, first)
 
 
-def test_a_lost_worker_joins_again_with_fresh_join_data(lab, tmp_path_factory):
+@pytest.mark.parametrize("group", ["workers", "masters"])
+def test_a_lost_node_joins_again_with_fresh_join_data(lab, tmp_path_factory, group):
+    """A node rebuilt (no kubelet.conf; its Node not Ready) after the token (24 h) and the
+    uploaded certificates (2 h) expired: the token is made again, the certificates only for
+    a master, and only that node joins."""
     plan, secrets = lab
-    lost = plan.group("workers")[-1].name
-    events = run(tmp_path_factory, "lost", DEFAULT_SPEC,
+    lost = plan.group(group)[-1].name
+    events = run(tmp_path_factory, f"lost-{group}", DEFAULT_SPEC,
                  initialised(plan, secrets, lost=[lost], token=False, certs=False))
     first = plan.group("masters")[0].name
+    role = "a control plane, with the certificate key" if group == "masters" else "a worker"
+    upload = [(first, "kubeadm init phase upload-certs --upload-certs "
+                      "--config /etc/kubernetes/kubelab/init.yaml")] if group == "masters" else []
     ran = [(h, c) for _, h, c in events if kubernetes_step(c)]
     assert ran == [
         (first, f"kubeadm token create {secrets['kubeadm_token']} --ttl 24h0m0s "
                 "--kubeconfig /etc/kubernetes/admin.conf"),
-        (first, "kubeadm init phase upload-certs --upload-certs "
-                "--config /etc/kubernetes/kubelab/init.yaml"),
-        (lost, f"note: joins api.kube.local:6443 as a worker; the CA's hash sha256:{CA_HASH}"),
+        *upload,
+        (lost, f"note: joins api.kube.local:6443 as {role}; the CA's hash sha256:{CA_HASH}"),
         (lost, JOIN)]
 
 
