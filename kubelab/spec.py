@@ -64,7 +64,8 @@ SCHEMA = _obj({
     "kubernetes": _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "metallb_pool": _range}),
+        "metallb_pool": _range, "dns_domain": {"type": "string"},
+        "shared_volume_path": {"type": "string"}}),
     "provider": _obj({"default": {"enum": PROVIDERS},
                       "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {

@@ -152,7 +152,8 @@ def fresh_host(host, virt):
 
 def fake_deploy(tmp_path, spec, responses):
     """Run `pyinfra -y inventory deploy.py` on @fake hosts. Returns ([(op, host, command)]
-    in execution order, pyinfra's result totals)."""
+    in execution order, with what operations note about a host as "note: ...", pyinfra's
+    result totals)."""
     plan = load_plan(spec)
     hosts = []
     for host in plan.hosts:
@@ -176,6 +177,10 @@ def fake_deploy(tmp_path, spec, responses):
         match = re.match(r"^\[@fake/([^\]]+)\]\s+>>> (.*)$", line)
         if match and op:
             events.append((op, match.group(1), match.group(2)))
+        # What an operation says about its host (noop: ..., a join's summary), as a note.
+        note = re.match(r"^\s+\[@fake/([^\]]+)\] (?:noop|note): (.*)$", line)
+        if note and op:
+            events.append((op, note.group(1), f"note: {note.group(2)}"))
     return events, totals(output)
 
 
