@@ -3,7 +3,7 @@
   plan      hosts, networks, addresses and ranges (--json for machines)
   render    write the Vagrantfile, and every derived file under .kubelab/<lab>/rendered
   diagram   draw the network map as an SVG image
-  image     build the local Debian 12 image (container rootfs + libvirt box)
+  image     build the local Debian image (container rootfs + libvirt box)
   host      check this machine for what a provider needs / install it
   up        bring the hosts up (virtualbox, libvirt or nspawn containers)
   provision configure every host group in order (pyinfra)
@@ -157,7 +157,7 @@ def _parser():
     add("render", cmd_render, "write the Vagrantfile and every derived file")
     add("diagram", cmd_diagram, "draw the network map (SVG)").add_argument(
         "-o", "--output", help="file to write (default: the lab's state dir)")
-    p = add("image", cmd_image, "build the local Debian 12 image")
+    p = add("image", cmd_image, "build the local Debian image")
     p.add_argument("action", choices=["build"])
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--rootfs-only", action="store_true", help="only the container rootfs")

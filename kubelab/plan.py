@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from netaddr import IPAddress, IPNetwork
 
-from kubelab import validate
+from kubelab import debian, validate
 from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
 
 # Deploy order of the groups; `kubernetes` is masters + workers.
@@ -208,7 +208,7 @@ def build_plan(spec):
         service_cidr=IPNetwork(k8s["service_cidr"]), api_vip=IPAddress(k8s["api_vip"]),
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
         metallb_pool=IPRange.parse(k8s["metallb_pool"]),
-        boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
+        boxes=dict(debian.BOXES), default_provider=spec["provider"]["default"],
         ssh_hosts=spec.get("ssh_hosts", {}), spec=spec)
 
 

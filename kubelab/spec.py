@@ -12,6 +12,9 @@ import jsonschema
 import yaml
 
 SUPPORTED_KUBERNETES = ["1.35", "1.36", "1.37"]
+# Keys older specs had, with what replaced them.
+REMOVED = {"provider.boxes": "the boxes follow the image's Debian release (kubelab/debian.py); "
+                             "remove this key"}
 
 _ip = {"type": "string"}
 _range = {"type": "string", "description": "first-last"}
@@ -44,9 +47,8 @@ SCHEMA = _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range}),
-    "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
-                      "boxes": _obj({"virtualbox": {"type": "string"},
-                                     "libvirt": {"type": "string"}})}),
+    # The boxes follow the image's Debian release (kubelab.debian), not the spec.
+    "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]}}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
     # Existing machines (bare metal) reached over SSH: host name -> ssh address.
     "type": "object", "additionalProperties": _obj(
@@ -119,7 +121,8 @@ def _describe(error):
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
             path = key if where == "(top level)" else f"{where}.{key}"
-            problems.append(Problem(path, error.instance[key], f"unknown key; {hint}"))
+            problems.append(Problem(path, error.instance[key],
+                                    REMOVED.get(path, f"unknown key; {hint}")))
         return problems
     if error.validator == "required":
         missing = error.message.split("'")[1]
