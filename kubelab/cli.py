@@ -65,7 +65,10 @@ def cmd_diagram(plan, args):
 
 def cmd_image(plan, args):
     from kubelab import box, image
-    print(f"rootfs: {image.build(force=args.force)}")
+    root = image.build(force=args.force)
+    print(f"rootfs: {root}")
+    for role, versions in image.role_versions(root).items():
+        print(f"  {role}: {versions}")
     if not args.rootfs_only:
         box.build_box(plan.boxes["libvirt"], force=args.force)
 

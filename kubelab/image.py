@@ -268,6 +268,16 @@ def _installed(root):
     return run.stdout.split()
 
 
+def role_versions(root):
+    """{role: "package version, ..."}: what the image holds of each role's packages."""
+    run = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f",
+                          "${Package} ${Version}\\n", *packages.all_packages()],
+                         capture_output=True, text=True, check=True, env=CHROOT_ENV)
+    version = dict(line.split() for line in run.stdout.splitlines())
+    return {role: ", ".join(f"{p} {version[p]}" for p in names)
+            for role, names in packages.ROLE_PACKAGES.items()}
+
+
 def _configure_system(root, log):
     files = FILES
     _install(root, "etc/network/interfaces", (files / "interfaces").read_text())

@@ -151,8 +151,12 @@ def test_rootfs_holds_what_every_host_needs():
     assert not list((root / "etc/ssh").glob("ssh_host_*"))
     assert enabled(root, "ssh-hostkeys.service") == "enabled"
     assert enabled(root, "ssh.service") == "enabled"
-    for unit in ("dnsmasq", "haproxy", "corosync", "pacemaker", "chrony", "glusterd"):
+    # sshd-keygen would make an RSA key too at first boot (20-40 s under emulation).
+    for unit in ("dnsmasq", "haproxy", "corosync", "pacemaker", "chrony", "glusterd",
+                 "sshd-keygen"):
         assert enabled(root, f"{unit}.service") != "enabled", unit
+    versions = image.role_versions(root)
+    assert "haproxy " in versions["loadbalancers"] and "fuse3 " in versions["storage"]
     keys = (root / "home/vagrant/.ssh/authorized_keys").read_text()
     assert keys.strip() == image.vagrant_public_key().strip()
     assert "NOPASSWD" in (root / "etc/sudoers.d/vagrant").read_text()
