@@ -31,7 +31,10 @@ from kubelab.progress import phase
 
 FILES = REPO / "files" / "image"
 # What a bootable system needs beyond the roles' packages (kernel and grub: the box adds them).
-BASE_PACKAGES = ["systemd-sysv", "dbus", "libpam-systemd", "udev", "ca-certificates"]
+# linux-sysctl-defaults: Debian's sysctl defaults (in systemd up to Debian 12), among them the
+# ping_group_range that lets users ping now that trixie's ping has no cap_net_raw.
+BASE_PACKAGES = ["systemd-sysv", "dbus", "libpam-systemd", "udev", "ca-certificates",
+                 "linux-sysctl-defaults"]
 # Services the image keeps enabled: how every host is reached and gets its first address.
 KEEP_ENABLED = {"ssh.service", "networking.service"}
 # Background apt runs would hold dpkg's lock while the deploy installs: the deploy runs apt.
