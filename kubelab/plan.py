@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from netaddr import IPAddress, IPNetwork
 
-from kubelab import validate
+from kubelab import debian, validate
 from kubelab.errors import LabError
 from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
 
@@ -245,7 +245,7 @@ def build_plan(spec):
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
         metallb_pool=IPRange.parse(k8s["metallb_pool"]), dns_domain=k8s["dns_domain"],
         shared_volume_path=k8s["shared_volume_path"],
-        boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
+        boxes=dict(debian.BOXES), default_provider=spec["provider"]["default"],
         ssh_hosts=spec.get("ssh_hosts", {}))
 
 

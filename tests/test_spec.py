@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from kubelab import validate
+from kubelab import debian, validate
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import GROUPS, load_plan
 from kubelab.spec import SpecError, read_yaml
@@ -42,6 +42,15 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     assert paths(tmp_path, {"netwroks": {}}) == ["netwroks"]
+
+
+def test_boxes_come_from_the_image_release_not_the_spec(tmp_path):
+    found = problems(tmp_path, {"provider": {"boxes": {"libvirt": "kubelab/debian12"}}})
+    assert [p.path for p in found] == ["provider.boxes"]
+    assert "kubelab/debian.py" in found[0].message
+    plan = load_plan(DEFAULT_SPEC)
+    assert plan.boxes == {"virtualbox": f"debian/{debian.SUITE}64",
+                          "libvirt": f"kubelab/debian{debian.VERSION}"}
 
 
 def test_wrong_type(tmp_path):
