@@ -182,14 +182,26 @@ def _host_names(spec):
                 yield group, f"{g['prefix']}{i:02d}", g
 
 
+def _host_ip(cidr, taken, ranges):
+    """The lab machine's address on a network (libvirt gives it one on every network it
+    makes): the highest usable address that nothing else takes, so that any gateway works."""
+    for address in range(cidr.last - 1, cidr.first, -1):
+        if address not in taken and not any(r.first <= IPAddress(address) <= r.last
+                                            for r in ranges):
+            return IPAddress(address)
+    return IPAddress(cidr.first)    # a network too small for it; validate says so
+
+
 def _networks(spec):
+    k8s = spec["kubernetes"]
+    vip, pool = int(IPAddress(k8s["api_vip"])), IPRange.parse(k8s["metallb_pool"])
     networks = []
     for index, (name, n) in enumerate(spec["networks"].items()):
         cidr = IPNetwork(n["cidr"])
         gateway = IPAddress(n["gateway"])
-        # The VM host's address: the last address below the gateway (the plan checks it is free).
-        host_ip = IPAddress(int(gateway) - 1)
-        networks.append(Network(name, index, cidr, gateway, IPRange.parse(n["dhcp"]),
+        dhcp = IPRange.parse(n["dhcp"])
+        host_ip = _host_ip(cidr, {int(gateway), vip}, [dhcp, pool])
+        networks.append(Network(name, index, cidr, gateway, dhcp,
                                 IPAddress(n["hosts_from"]), host_ip))
     return networks
 
