@@ -44,6 +44,10 @@ SCHEMA = _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range}),
+    # The load balancers' cluster: corosync's token (the time to declare a node dead, which
+    # bounds a hard failover) and HAProxy's stats port (on each node's own address).
+    "loadbalancers": _obj({"corosync_token_ms": {"type": "integer", "minimum": 100},
+                           "stats_port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
     "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
                       "boxes": _obj({"virtualbox": {"type": "string"},
                                      "libvirt": {"type": "string"}})}),
