@@ -586,6 +586,11 @@ def kill_host(plan, host):
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in mine) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # Its NICs go dark with it, as a VM's do: the namespace outlives the container, and
+    # addresses it held (a VIP) would still answer ARP there. Its next boot brings them up.
+    for nic in host.nics:
+        _ip(host_netns(plan, host), "addr", "flush", "dev", nic.device)
+        _ip(host_netns(plan, host), "link", "set", nic.device, "down")
     _close_ssh_master(plan, host)
 
 
