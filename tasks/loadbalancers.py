@@ -125,12 +125,13 @@ def load_cluster_config(text, members):
         return
     yield f"mkdir -p {CLUSTER.rpartition('/')[0]}"
     yield FileUploadCommand(StringIO(text), CLUSTER)
-    # Every node in, quorate, a controller elected, before the resources are placed.
-    yield (f"for i in $(seq {FORM_SECONDS}); do [ \"$(crm_node -q 2>/dev/null)\" = 1 ] && "
-           f"[ \"$(crm_node -l 2>/dev/null | grep -c ' member')\" = {members} ] && "
-           "crmadmin -D 2>/dev/null | grep -q 'Designated Controller is' && exit 0; "
-           f"sleep 1; done; echo 'the load balancers did not all join the cluster in "
-           f"{FORM_SECONDS} s: see corosync-cfgtool -s and journalctl -u corosync' >&2; exit 1")
+    # Every node online, a controller elected with quorum, before the resources are placed
+    # (crm_mon reads the status and returns; crmadmin -D would wait for a controller forever).
+    yield (f"for i in $(seq {FORM_SECONDS}); do s=$(timeout 10 crm_mon -1 --output-as=xml "
+           "2>/dev/null); echo \"$s\" | grep -q '<current_dc present=\"true\".* "
+           "with_quorum=\"true\"' && [ \"$(echo \"$s\" | grep -c ' online=\"true\"')\" = "
+           f"{members} ] && exit 0; sleep 1; done; echo 'the load balancers did not all join "
+           f"the cluster in {FORM_SECONDS} s: see crm_mon -1, corosync-cfgtool -s' >&2; exit 1")
     yield f"crm configure load update {CLUSTER}"
     yield "crm_verify -L"
     yield f"crm_resource --wait --timeout={SETTLE_SECONDS}s"
