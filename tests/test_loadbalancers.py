@@ -165,3 +165,26 @@ def test_cluster_config_loads_from_the_chosen_node_only_when_it_differs(tmp_path
         assert any(c.startswith("haproxy -c -f /var/lib/kubelab/") for c in cmds)
     others = [h for h in plan.hosts if h.group != "loadbalancers"]
     assert not [c for h in others for c in commands(events, h.name) if "crm " in c]
+
+
+# --- the drill's arithmetic -------------------------------------------------------------------
+
+def test_outage_is_the_longest_run_of_failed_requests():
+    from kubelab.drills.loadbalancer import outage, recovered
+    results = [(10.0, True), (10.1, False), (10.2, True), (10.3, False), (10.4, False),
+               (12.9, True), (13.0, False), (13.1, True)]
+    assert outage(results) == 2.6
+    assert outage([(1.0, True), (1.1, True)]) == 0.0
+    assert outage([(1.0, True), (1.1, False), (1.5, False)]) == 0.4
+
+    class Client:
+        def __init__(self, results):
+            self.results = results
+
+        def since(self, t):
+            return [r for r in self.results if r[0] >= t]
+    steady = [(13.2 + i / 10, True) for i in range(5)]
+    assert recovered(10.0)(Client(results + steady))
+    assert not recovered(10.0)(Client(results))                 # not 5 successes yet
+    assert not recovered(10.0)(Client(results[:5]))             # failing still
+    assert not recovered(13.15)(Client(results + steady))       # nothing failed since

@@ -42,7 +42,7 @@ def test_deploy_checks_and_rerun_without_change(lb_lab, report):
     passed = checks(plan, env).strip().splitlines()[-1]
     second, _, second_s = deploy(env)
     assert second["changed"] == 0 and not second["errors"], second
-    report(f"issue 11 on {first['hosts']} containers: first deploy {first_s:.1f} s, second "
+    report(f"issue 11 on {len(plan.hosts)} containers: first deploy {first_s:.1f} s, second "
            f"{second_s:.1f} s (no change); checks: {passed}")
 
 
