@@ -38,8 +38,9 @@ AUTHKEY = "/etc/corosync/authkey"
 COROSYNC_WAIT = "/etc/systemd/system/corosync.service.d/kubelab.conf"
 FILES = {HAPROXY: "loadbalancers/haproxy.cfg.j2", COROSYNC: "loadbalancers/corosync.conf.j2",
          COROSYNC_WAIT: "loadbalancers/corosync-wait.conf.j2"}
-# The cluster's resources (rendered when the deploy runs: each node's NIC is found by MAC
-# on that node), and the digest of the configuration last loaded from it.
+# Not in files_for (so not in `kubelab render`): the authkey (binary, the lab secret
+# decoded), and the cluster's resources (rendered when the deploy runs: each node's NIC is
+# found by MAC on that node), with the digest of the configuration last loaded from it.
 CLUSTER = "/etc/kubelab/cluster.crm"
 LOADED = f"{CANDIDATES}/cluster.crm.loaded"
 CLUSTER_TEMPLATE = "loadbalancers/cluster.crm.j2"
