@@ -67,6 +67,10 @@ SCHEMA = _obj({
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range, "dns_domain": {"type": "string"},
         "shared_volume_path": {"type": "string"}}),
+    # The load balancers' cluster: corosync's token (the time to declare a node dead, which
+    # bounds a hard failover) and HAProxy's stats port (on each node's own address).
+    "loadbalancers": _obj({"corosync_token_ms": {"type": "integer", "minimum": 100},
+                           "stats_port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
     # The boxes follow the image's Debian release (kubelab.debian), not the spec.
     "provider": _obj({"default": {"enum": PROVIDERS}}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
