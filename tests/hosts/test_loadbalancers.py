@@ -5,7 +5,6 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 
-
 from kubelab.secrets import lab_secrets
 from tasks import loadbalancers as stage
 from tasks.helpers import sysctl_path
