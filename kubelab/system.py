@@ -57,9 +57,10 @@ def run(*cmd, check=True, log=None, **kwargs):
     return result
 
 
-def virsh(*args):
-    """What `virsh` prints for args against the system libvirt (empty if it fails)."""
-    return run("virsh", "-q", "-c", LIBVIRT_URI, *args, check=False).stdout
+def virsh(*args, check=False):
+    """What `virsh` prints for args against the system libvirt (empty if it fails, unless
+    `check`: then a failure raises CommandError)."""
+    return run("virsh", "-q", "-c", LIBVIRT_URI, *args, check=check).stdout
 
 
 def close_ssh_masters(plan, hosts=None):

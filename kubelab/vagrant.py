@@ -298,10 +298,10 @@ def libvirt_leftovers(plan):
 
 def kill_host(plan, host):
     """Pull one libvirt VM's plug (`virsh destroy`: no shutdown, its peers see it vanish)."""
-    run("virsh", "-q", "-c", LIBVIRT_URI, "destroy", vm_name(plan, host))
+    virsh("destroy", vm_name(plan, host), check=True)
     close_ssh_masters(plan, [host])
 
 
 def start_host(plan, host):
     """Power a libvirt VM that is off on again (the caller waits for its sshd)."""
-    run("virsh", "-q", "-c", LIBVIRT_URI, "start", vm_name(plan, host))
+    virsh("start", vm_name(plan, host), check=True)

@@ -12,7 +12,7 @@ A stage is a module of tasks/ with:
     deploy(plan, me, secrets)  optional: install -> configure -> activate, with those files
 """
 from dataclasses import dataclass
-from io import StringIO
+from io import BytesIO, StringIO
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy, operation
@@ -112,9 +112,11 @@ class Change:
         return self.op.did_change()
 
 
-def put(dest, text, mode="0644"):
-    """Upload a rendered file; the Change tells whether it changed."""
-    return Change(files.put(name=f"Write {dest}", src=StringIO(text), dest=dest,
+def put(dest, content, mode="0644"):
+    """Upload a rendered file (text, or bytes such as a key); the Change tells whether it
+    changed."""
+    src = BytesIO(content) if isinstance(content, bytes) else StringIO(content)
+    return Change(files.put(name=f"Write {dest}", src=src, dest=dest,
                             user="root", group="root", mode=mode), dest)
 
 

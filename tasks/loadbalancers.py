@@ -14,13 +14,13 @@ keep quorum by majority (two_node only for a pair).
 """
 import base64
 import hashlib
-from io import BytesIO, StringIO
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.facts.server import Command
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
 from kubelab.facts import Links
 from kubelab.render import render
@@ -88,9 +88,7 @@ def deploy(plan, me, secrets):
                            f"rm -f /var/lib/pacemaker/cib/cib* {LOADED}"],
                  _if=lambda: OURS not in (host.get_fact(
                      Command, command=f"head -1 {COROSYNC} 2>/dev/null || true") or ""))
-    authkey = files.put(name=f"Write {AUTHKEY}", dest=AUTHKEY, mode="0400", user="root",
-                        group="root",
-                        src=BytesIO(base64.b64decode(secrets["corosync_authkey"])))
+    authkey = put(AUTHKEY, base64.b64decode(secrets["corosync_authkey"]), mode="0400")
     wait = put(COROSYNC_WAIT, rendered[COROSYNC_WAIT])
     systemd.daemon_reload(name="systemd reads corosync's drop-in", _if=wait.did_change)
     corosync = install_checked(COROSYNC, rendered[COROSYNC], "corosync -t -c")
