@@ -44,6 +44,12 @@ SCHEMA = _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range}),
+    "storage": _obj({
+        # Gluster volumes by name: replica sets across the storage hosts, in host order.
+        "volumes": {"type": "object", "minProperties": 1, "additionalProperties": _obj(
+            {"replica": {"type": "integer", "minimum": 2}})},
+        "kubernetes_volume": {"type": "string"}, "mount_root": {"type": "string"},
+        "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
     "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
                       "boxes": _obj({"virtualbox": {"type": "string"},
                                      "libvirt": {"type": "string"}})}),

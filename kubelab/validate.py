@@ -14,6 +14,7 @@ from kubelab.spec import SUPPORTED_KUBERNETES, Problem, SpecError
 ROLE_MINIMUM = {"gateway": (256, 1), "loadbalancers": (256, 1), "masters": (1700, 2),
                 "workers": (1024, 1), "storage": (512, 1)}
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+GLUSTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 def _address_fields(spec):
@@ -72,7 +73,7 @@ def check(plan, source):
     """Raise SpecError with every problem in the plan; keep warnings on plan.warnings."""
     problems = []
     for rule in (_names, _network_layout, _kubernetes_ranges, _dhcp_ranges, _host_addresses,
-                 _group_sizes, _resources, _version, _ssh_hosts):
+                 _group_sizes, _resources, _version, _ssh_hosts, _storage):
         problems.extend(rule(plan))
     if problems:
         raise SpecError(source, problems)
@@ -259,6 +260,27 @@ def _ssh_hosts(plan):
         if name not in names:
             yield Problem(f"ssh_hosts.{name}", name, "not a planned host; use one of the names "
                           "`kubelab plan` lists")
+
+
+def _storage(plan):
+    storage = plan.spec["storage"]
+    hosts = len(plan.group("storage"))
+    for name, volume in storage["volumes"].items():
+        if not GLUSTER_NAME.match(name):
+            yield Problem(f"storage.volumes.{name}", name, "a Gluster volume name is letters, "
+                          "digits, '-' and '_', starting with a letter; rename it")
+        if hosts >= 3 and hosts % volume["replica"]:   # fewer: reported by _group_sizes
+            yield Problem(f"storage.volumes.{name}.replica", volume["replica"],
+                          f"must divide the number of storage hosts ({hosts}): each host holds "
+                          "one brick of every volume; change the replica or hosts.storage.count")
+    if storage["kubernetes_volume"] not in storage["volumes"]:
+        yield Problem("storage.kubernetes_volume", storage["kubernetes_volume"],
+                      f"not a volume of storage.volumes; use one of "
+                      f"{', '.join(storage['volumes'])}")
+    root = storage["mount_root"]
+    if not root.startswith("/") or root.rstrip("/") == "" or " " in root:
+        yield Problem("storage.mount_root", root, "must be an absolute path other than /, "
+                      "with no spaces, e.g. /mnt/gluster")
 
 
 def _warnings(plan):

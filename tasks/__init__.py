@@ -8,7 +8,8 @@ from functools import lru_cache
 from kubelab.paths import spec_path
 from kubelab.plan import load_plan
 from kubelab.secrets import lab_secrets
-from tasks import baseline, gateway, kubernetes, loadbalancers, network, storage
+from tasks import (baseline, gateway, kubernetes, loadbalancers, network, storage,
+                   storage_clients)
 from tasks.helpers import applies, stage_files
 
 STAGES = [
@@ -17,6 +18,7 @@ STAGES = [
     network,         # every other host: its internal address from the gateway
     loadbalancers,   # HAProxy + the API's virtual IP
     storage,         # the Gluster pool
+    storage_clients, # the Kubernetes hosts' mount of the volume for Kubernetes
     kubernetes,      # the Kubernetes hosts
 ]
 

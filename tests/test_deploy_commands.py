@@ -138,9 +138,21 @@ def links_json(host, with_addresses):
     return json.dumps(links)
 
 
+def block_devices(host, data_disk=None):
+    """lsblk's answer on a VM: the root disk, and the storage hosts' data disk as given (an
+    empty one by default)."""
+    disks = [{"name": "vda", "path": "/dev/vda", "type": "disk", "size": 20 << 30,
+              "children": [{"name": "vda1", "path": "/dev/vda1", "type": "part",
+                            "size": 20 << 30, "fstype": "ext4", "mountpoint": "/"}]}]
+    if host.data_disk:
+        disks.append(data_disk or {"name": "vdb", "path": "/dev/vdb", "type": "disk",
+                                   "size": host.data_disk << 30, "mountpoint": None})
+    return json.dumps({"blockdevices": disks})
+
+
 def fresh_host(host, virt):
     """What a host freshly up answers: nothing configured, services stopped."""
-    return {"systemd-detect-virt": virt, "uname -s": "Linux",
+    return {"systemd-detect-virt": virt, "uname -s": "Linux", "lsblk -J": block_devices(host),
             "ip -j addr show": links_json(host, with_addresses=False),
             "ip -j -4 route show default": json.dumps(
                 [{"dst": "default", "gateway": "192.0.2.1", "dev": host.mgmt.device}]),
