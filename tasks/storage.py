@@ -174,9 +174,23 @@ def bricks_disk(plan, me):
 
 # --- the pool and its volumes -------------------------------------------------------------
 
-def _xml(output):
-    text = "\n".join(output).strip()
+def parse_xml(text):
+    """The root of the gluster CLI's --xml answer, or None when there is none."""
+    text = text.strip()
     return ET.fromstring(text) if text.startswith("<") else None
+
+
+def heal_pending(text):
+    """The entries `gluster volume heal VOLUME info` lists as waiting for heal, or None when a
+    brick is not connected (its count is unknown)."""
+    statuses = [line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith("Status:")]
+    counts = [line.split(":", 1)[1].strip() for line in text.splitlines()
+              if line.startswith("Number of entries:")]
+    if not statuses or any(s != "Connected" for s in statuses) or \
+            not all(c.isdigit() for c in counts):
+        return None
+    return sum(int(c) for c in counts)
 
 
 class Peers(FactBase):
@@ -188,7 +202,7 @@ class Peers(FactBase):
         return "gluster peer status --xml 2>/dev/null || true"
 
     def process(self, output):
-        root = _xml(output)
+        root = parse_xml("\n".join(output))
         peers = {}
         for peer in [] if root is None else root.iter("peer"):
             connected = peer.findtext("connected") == "1"
@@ -206,7 +220,7 @@ class Volumes(FactBase):
         return "gluster volume info all --xml 2>/dev/null || true"
 
     def process(self, output):
-        root = _xml(output)
+        root = parse_xml("\n".join(output))
         found = {}
         for vol in [] if root is None else root.iter("volume"):
             found[vol.findtext("name")] = {
@@ -277,8 +291,8 @@ def pool_waits():
 
 def whole_pool_in_run(plan):
     """Whether every storage host is in this run: a volume has a brick on each."""
-    in_run = {h.name for h in state.inventory if state.is_host_in_limit(h)}
-    return {h.name for h in plan.group("storage")} <= in_run
+    in_run = {h.data.get("fqdn") for h in state.inventory if state.is_host_in_limit(h)}
+    return {h.fqdn for h in plan.group("storage")} <= in_run
 
 
 def deploy(plan, me, secrets):

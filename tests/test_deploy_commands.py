@@ -165,6 +165,13 @@ def fresh_host(host, virt):
 def fake_deploy(tmp_path, spec, responses):
     """Run `pyinfra -y inventory deploy.py` on @fake hosts. Returns ([(op, host, command)]
     in execution order, pyinfra's result totals)."""
+    code, output = fake_run(tmp_path, spec, responses)
+    assert code == 0, output[-3000:]
+    return fake_events(output), totals(output)
+
+
+def fake_run(tmp_path, spec, responses):
+    """(pyinfra's exit code, its output) of the deploy on @fake hosts."""
     plan = load_plan(spec)
     hosts = []
     for host in plan.hosts:
@@ -179,8 +186,11 @@ def fake_deploy(tmp_path, spec, responses):
     run = subprocess.run([*pyinfra_command(), "-y", "-vv", str(inventory),
                           DEPLOY], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
                          capture_output=True, text=True, timeout=120)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
+    return run.returncode, run.stdout + run.stderr
+
+
+def fake_events(output):
+    """[(op, host, command)] in execution order."""
     events, op = [], None
     for line in output.splitlines():
         if line.startswith("--> Starting operation: "):
@@ -188,7 +198,7 @@ def fake_deploy(tmp_path, spec, responses):
         match = re.match(r"^\[@fake/([^\]]+)\]\s+>>> (.*)$", line)
         if match and op:
             events.append((op, match.group(1), match.group(2)))
-    return events, totals(output)
+    return events
 
 
 def commands(events, host):
