@@ -21,7 +21,7 @@ from kubelab.drills import run as on_host
 from tasks import storage, storage_clients
 
 WARMUP_SECONDS = 5      # writes before the cut: the client's normal pace
-DOWN_SECONDS = 20       # the host stays off at least this long (more than a stall)
+DOWN_SECONDS = 10       # the host stays off at least this long (longer than a stall)
 WAIT_SECONDS = 300      # for bricks online, heal, the writers to stop
 LOAD_MIB = 8            # each bulk write (fsynced), over and over, on LOAD_FILES files
 LOAD_FILES = 4

@@ -33,7 +33,8 @@ def eventually(check, what):
 
 def test_glusterd_runs_and_every_peer_is_connected(storage_host, connect, plan):
     host = connect(storage_host)
-    assert host.service("glusterd").is_running and host.service("glusterd").is_enabled
+    assert host.service("glusterd").is_enabled
+    eventually(lambda: host.service("glusterd").is_running, "glusterd not running")
     others = [h.fqdn for h in plan.group("storage") if h != storage_host]
 
     def connected():
