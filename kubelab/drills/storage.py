@@ -177,9 +177,10 @@ def run(plan, timeline):
     corrupt = [n for n in files if n in read and read[n] != files[n]]
     copies = {n: 0 for n in files}
     bad_copies = 0
+    on_brick = f"{storage.brick_path(volume)}/{directory.rsplit('/', 1)[1]}"
     for server in plan.group("storage"):
-        out = on_host(plan, server, f"cd {storage.brick_path(volume)}/{directory.rsplit('/', 1)[1]} "
-                                "&& sha256sum [0-9]* 2>/dev/null || true", timeout=300).stdout
+        out = on_host(plan, server, f"cd {on_brick} && sha256sum [0-9]* 2>/dev/null || true",
+                      timeout=300).stdout
         for value, name in (line.split() for line in out.splitlines()):
             if name in files and value == files[name]:
                 copies[name] += 1

@@ -1,7 +1,8 @@
 """The Gluster pool, its volumes and the Kubernetes hosts' mount, checked on running hosts.
 
-Right after a boot glusterd takes a few seconds to start the bricks and reconnect the
-clients: the checks that depend on it wait for it, at most WAIT_SECONDS.
+The pool's checks (test_pool_*) need every storage host up, the clients' (test_clients_*)
+a Kubernetes host. Right after a boot glusterd takes a few seconds to start the bricks and
+reconnect the clients: the checks that depend on it wait for it, at most WAIT_SECONDS.
 """
 import time
 import uuid
@@ -31,10 +32,14 @@ def eventually(check, what):
 
 # --- the storage hosts ----------------------------------------------------------------------
 
-def test_glusterd_runs_and_every_peer_is_connected(storage_host, connect, plan):
+def test_glusterd_runs_now_and_at_boot(storage_host, connect):
     host = connect(storage_host)
     assert host.service("glusterd").is_enabled
     eventually(lambda: host.service("glusterd").is_running, "glusterd not running")
+
+
+def test_pool_every_peer_is_connected(storage_host, connect, plan):
+    host = connect(storage_host)
     others = [h.fqdn for h in plan.group("storage") if h != storage_host]
 
     def connected():
@@ -59,7 +64,7 @@ def test_bricks_on_the_data_disk_or_in_a_directory(storage_host, connect, plan):
     assert "isize=512" in run_ok(host, f"xfs_info {storage.BRICKS}")
 
 
-def test_every_volume_started_with_every_brick_online(storage_host, connect, plan):
+def test_pool_every_volume_started_with_every_brick_online(storage_host, connect, plan):
     host = connect(storage_host)
     found = storage.Volumes().process(run_ok(host, "gluster volume info all --xml").splitlines())
     for volume in storage.volumes(plan):
@@ -78,7 +83,7 @@ def test_every_volume_started_with_every_brick_online(storage_host, connect, pla
         eventually(online, f"volume {volume.name}: not every brick online")
 
 
-def test_nothing_waits_for_heal(storage_host, connect, plan):
+def test_pool_nothing_waits_for_heal(storage_host, connect, plan):
     host = connect(storage_host)
     for volume in storage.volumes(plan):
         def healed(name=volume.name):
@@ -88,7 +93,7 @@ def test_nothing_waits_for_heal(storage_host, connect, plan):
 
 # --- the Kubernetes hosts -------------------------------------------------------------------
 
-def test_the_volume_for_kubernetes_is_mounted(kube_host, connect, plan):
+def test_clients_mount_the_volume_for_kubernetes(kube_host, connect, plan):
     host = connect(kube_host)
     volume, path = storage_clients.kubernetes_mount(plan)
     assert storage_clients.fstab_line(plan) in host.file("/etc/fstab").content_string
@@ -101,7 +106,7 @@ def test_the_volume_for_kubernetes_is_mounted(kube_host, connect, plan):
     eventually(mounted, f"{path}: not a glusterfs mount of {first}:/{volume}")
 
 
-def test_a_file_written_on_one_client_reads_back_on_another(kube_host, connect, plan, request):
+def test_clients_a_file_written_on_one_reads_back_on_another(kube_host, connect, plan, request):
     """Written through this host's mount, read through the next Kubernetes host's (itself
     when it is the only one up)."""
     clients = [h for h in up_hosts(request.config, plan) if h.group in ("masters", "workers")]
