@@ -2,8 +2,8 @@
 and Kubernetes hosts): the deploy from nothing makes the Gluster pool, its volume and the
 mounts; the storage checks pass; a second deploy changes nothing; `kubelab drill storage
 --json` cuts a storage host's power under write load and loses nothing; a storage host
-rebooted comes back with its bricks online and nothing left to heal. Prints the figures.
-Needs root; CI runs it every time."""
+rebooted comes back with its bricks online and nothing left to heal; destroy, with the
+mounts up, leaves nothing behind. Prints the figures. Needs root; CI runs it every time."""
 import json
 import os
 import subprocess
@@ -92,3 +92,19 @@ def test_a_rebooted_storage_host_comes_back_with_its_bricks(storage_lab, reboot,
     rerun, _, _ = deploy(plan, spec)
     assert rerun["changed"] == 0, rerun
     report(f"reboot of {host.name}: back on SSH in {back_s:.1f} s; storage checks: {passed}")
+
+
+def test_destroy_leaves_nothing_behind(storage_lab):
+    """Destroy with glusterd running and the FUSE mounts up: no process, namespace, bridge,
+    veth, mount or overlay of the lab is left, and the root namespace is as it was."""
+    plan, _, config = storage_lab
+    assert nspawn.leftovers(plan), "the lab should be up before destroy"
+    nspawn.destroy(plan)
+    assert nspawn.leftovers(plan) == []
+    assert not config.exists()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=True).stdout
+    assert nspawn.lab_netns(plan) not in netns
+    with open("/proc/self/mounts") as mounts:
+        assert not [line for line in mounts if str(nspawn.lab_dir(plan)) in line]
+    assert all(state == "not created" for _, state in nspawn.status(plan))
