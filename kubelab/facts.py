@@ -64,3 +64,20 @@ class Sha256File(FactBase):
     def process(self, output):
         text = "".join(output).split()
         return text[0] if text else None
+
+
+class StaleService(FactBase):
+    """Whether `service` runs with a config older than one of `paths`: a config written after
+    the service last (re)started or reloaded, as a run interrupted between the two leaves it.
+    A service that never started is not stale (starting it reads the new config)."""
+
+    def command(self, service, paths, stamp):
+        files = " ".join(paths)
+        return (f"since=$(systemctl show -p ActiveEnterTimestamp --value {service}); "
+                f'[ -n "$since" ] || exit 0; t=$(date -d "$since" +%s); '
+                f"r=$(stat -c %Y {stamp} 2>/dev/null || echo 0); [ $r -gt $t ] && t=$r; "
+                f"for p in {files}; do [ $(stat -c %Y $p 2>/dev/null || echo 0) -gt $t ] "
+                "&& echo stale; done; true")
+
+    def process(self, output):
+        return "stale" in output

@@ -20,6 +20,7 @@ from kubelab.paths import REPO, lab_dir, ssh_config
 from kubelab.progress import phase
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
+MAX_CHECK_WORKERS = 4
 TOTAL = re.compile(r"^\s*Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
 
 
@@ -99,10 +100,19 @@ def provision(plan, spec_path):
     return 0
 
 
+def check_workers(hosts):
+    """pytest-xdist workers for the checks of `hosts` hosts: the checks wait on SSH, not on
+    the CPU, but each worker costs a second of CPU to start; none for a small lab."""
+    return min(MAX_CHECK_WORKERS, hosts // 4)
+
+
 def verify_command(plan):
-    hosts = ",".join(f"ssh://{name}" for name in up_hosts(plan))
+    names = up_hosts(plan)
+    hosts = ",".join(f"ssh://{name}" for name in names)
+    workers = check_workers(len(names))
     return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
-            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q"]
+            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q",
+            *(["-n", str(workers)] if workers > 1 else [])]
 
 
 def verify(plan, spec_path):

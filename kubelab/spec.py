@@ -14,6 +14,23 @@ import yaml
 SUPPORTED_KUBERNETES = ["1.35", "1.36", "1.37"]
 
 _ip = {"type": "string"}
+# Identifiers written into generated files (Vagrantfile, configs, names of bridges, files,
+# libvirt objects): a strict pattern each, with the fix in the field's own words.
+_box = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+        "description": "a Vagrant box name: owner/name, letters, digits, '.', '_', '-'"}
+_user = {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$",
+         "description": "a Unix user name: lower-case letters, digits, '_', '-'"}
+_file = {"type": "string", "pattern": r"^[^\x00-\x1f'\"\\]+$",
+         "description": "a file path without quotes, backslashes or control characters"}
+_ssh_address = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$",
+                "description": "an IP address or a DNS name"}
+_mac = {"type": "string", "pattern": r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$",
+        "description": "a MAC address in lower case, e.g. 52:54:00:12:34:56"}
+_volume = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+           "description": "a Gluster volume name: a letter, then letters, digits, '_', '-'"}
+_mount_root = {"type": "string", "pattern": r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$",
+               "description": "an absolute path of plain names (letters, digits, '.', '_', "
+                              "'-'), e.g. /mnt/gluster"}
 _range = {"type": "string", "description": "first-last"}
 _size = {"type": "integer", "minimum": 1}
 
@@ -25,7 +42,14 @@ def _obj(required, optional=()):
             "additionalProperties": False}
 
 
-_group = _obj({"prefix": {"type": "string"}, "count": {"type": "integer", "minimum": 0},
+# Caps checked before any host is planned: a typo of a count must not plan a million hosts.
+MAX_COUNT = 2000
+MAX_FILE_BYTES = 1 << 20
+MAX_ALIASES = 100
+SHOWN_CHARS = 40
+
+_group = _obj({"prefix": {"type": "string"},
+               "count": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
                "network": {"type": "string"}, "cpus": _size, "memory": _size},
               {"data_disk": _size})
 
@@ -46,20 +70,26 @@ SCHEMA = _obj({
         "metallb_pool": _range}),
     "storage": _obj({
         # Gluster volumes by name: replica sets across the storage hosts, in host order.
-        "volumes": {"type": "object", "minProperties": 1, "additionalProperties": _obj(
-            {"replica": {"type": "integer", "minimum": 2}})},
-        "kubernetes_volume": {"type": "string"}, "mount_root": {"type": "string"},
+        "volumes": {"type": "object", "minProperties": 1, "propertyNames": _volume,
+                    "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
+        "kubernetes_volume": _volume, "mount_root": _mount_root,
         "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
     "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
-                      "boxes": _obj({"virtualbox": {"type": "string"},
-                                     "libvirt": {"type": "string"}})}),
+                      "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
     # Existing machines (bare metal) reached over SSH: host name -> ssh address.
     "type": "object", "additionalProperties": _obj(
-        {"address": _ip}, {"user": {"type": "string"}, "port": {"type": "integer"},
-                           "key": {"type": "string"},
+        {"address": _ssh_address}, {"user": _user,
+                           "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                           "key": _file,
                            # network name -> the real NIC's MAC, for its DHCP reservation
-                           "macs": {"type": "object", "additionalProperties": _ip}})}})
+                           "macs": {"type": "object", "additionalProperties": _mac}})}})
+
+
+# JSON Schema counts 2048.0 as an integer; a spec's sizes and counts are whole numbers.
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPES)
 
 
 @dataclass(frozen=True)
@@ -69,7 +99,18 @@ class Problem:
     message: str  # what is wrong and what would fix it
 
     def __str__(self):
-        return f"{self.path}: {self.message} (got {self.value!r})"
+        return f"{self.path}: {self.message}{_shown(self.value)}"
+
+
+def _shown(value):
+    """The bad value, shortened: never a whole file, a long value or a nested block (an
+    `extends:` of the wrong file must not echo, say, a private key)."""
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    text = repr(value)
+    if len(text) > SHOWN_CHARS:
+        text = f"{text[:SHOWN_CHARS]}... ({len(str(value))} characters)"
+    return f" (got {text})"
 
 
 class SpecError(Exception):
@@ -93,23 +134,71 @@ def _merge(base, override):
     return merged
 
 
-def read_yaml(path, seen=()):
+class _Loader(yaml.SafeLoader):
+    """YAML that refuses duplicate keys (the first block would silently be dropped) and
+    more than MAX_ALIASES alias uses (an alias bomb expands to gigabytes)."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} alias uses (*name): write the "
+                                     "values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise yaml.YAMLError(f"key '{key}' appears twice in one mapping (line "
+                                     f"{key_node.start_mark.line + 1}): keep one")
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _file_problem(path, message):
+    return SpecError(path, [Problem("(file)", None, message)])
+
+
+def _load(path, via):
+    """The YAML of spec file `path` (`via`: the spec whose `extends:` names it)."""
+    fix = f"fix `extends:` in {via}" if via else "pass an existing spec file with --spec"
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise _file_problem(path, f"larger than {MAX_FILE_BYTES >> 10} KiB: not a spec file")
+        return yaml.load(path.read_bytes().decode("utf-8"), Loader=_Loader)
+    except FileNotFoundError:
+        raise _file_problem(path, f"no such spec file; {fix}, or copy kubelab.yaml") from None
+    except IsADirectoryError:
+        raise _file_problem(path, f"a directory, not a spec file; {fix}") from None
+    except UnicodeDecodeError as err:
+        raise _file_problem(path, f"not UTF-8 text (byte {err.start}); {fix}") from None
+    except yaml.MarkedYAMLError as err:     # where, and what: never the file's own text
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise _file_problem(path, f"not valid YAML{where}: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise _file_problem(path, f"not valid YAML: {err}") from None
+
+
+def read_yaml(path, seen=(), via=None):
     path = Path(path).resolve()
     if path in seen:
         raise SpecError(path, [Problem("extends", str(path), "spec files extend each other in "
                                        "a loop; remove one `extends:`")])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(path, [Problem("(file)", str(path), "no such spec file; pass an existing "
-                                       "file with --spec, or copy kubelab.yaml")]) from None
-    except yaml.YAMLError as err:
-        raise SpecError(path, [Problem("(file)", str(path), f"not valid YAML: {err}")]) from None
+    data = _load(path, via)
     if not isinstance(data, dict):
-        raise SpecError(path, [Problem("(file)", type(data).__name__,
-                                       "a spec is a YAML mapping of keys such as name, networks")])
+        raise SpecError(path, [Problem("(file)", None, "a spec is a YAML mapping of keys such "
+                                       f"as name, networks (this file holds a {type(data).__name__})")])
     if "extends" in data:
-        base = read_yaml(path.parent / str(data["extends"]), seen + (path,))
+        target = data["extends"]
+        if not isinstance(target, str) or not target.strip():
+            raise SpecError(path, [Problem("extends", target, "name the spec file this one "
+                                           "extends (a path relative to this file)")])
+        base = read_yaml(path.parent / target, seen + (path,), via=path)
         data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
     return data
 
@@ -123,24 +212,62 @@ def _describe(error):
         problems = []
         for key in unknown:
             close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+            elsewhere = _belongs(key)
+            if close:
+                hint = f"did you mean '{close[0]}'?"
+            elif elsewhere:
+                hint = f"it belongs elsewhere: {elsewhere}"
+            else:
+                hint = f"allowed here: {', '.join(allowed)}"
             path = key if where == "(top level)" else f"{where}.{key}"
-            problems.append(Problem(path, error.instance[key], f"unknown key; {hint}"))
+            problems.append(Problem(path, None, f"unknown key; {hint}"))
         return problems
     if error.validator == "required":
         missing = error.message.split("'")[1]
         path = missing if where == "(top level)" else f"{where}.{missing}"
         return [Problem(path, None, "missing; add it (see kubelab.yaml for an example)")]
+    if error.validator == "type" and error.validator_value == "integer":
+        return [Problem(where, error.instance, "must be a whole number (e.g. 2048, not 2048.0)")]
+    if error.validator == "type" and error.validator_value == "string" and \
+            isinstance(error.instance, float):
+        return [Problem(where, error.instance, "must be text: quote it, e.g. \"1.30\" (YAML "
+                        "reads 1.30 unquoted as the number 1.3)")]
     if error.validator == "type":
         return [Problem(where, error.instance, f"must be of type {error.validator_value}")]
+    if error.validator == "pattern":
+        return [Problem(where, error.instance, f"must be {error.schema['description']}")]
+    if error.validator in ("minimum", "maximum"):
+        return [Problem(where, error.instance, "must be from "
+                        f"{error.schema.get('minimum', '-')} to {error.schema.get('maximum', '-')}")]
     if error.validator == "enum":
         return [Problem(where, error.instance, f"must be one of {error.validator_value}")]
     return [Problem(where, error.instance, error.message)]
 
 
+def _schema_paths(schema=None, prefix=""):
+    """Every key path the schema knows ('hosts.masters', 'kubernetes.api_vip', ...)."""
+    schema = SCHEMA if schema is None else schema
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(sub, dict):
+            yield from _schema_paths(sub, path + ".")
+
+
+def _belongs(key):
+    """Where a key that is unknown at its level is known: the same name or a near one, at
+    another level (users guess `masters`, `vip`, `metallb` at the top level)."""
+    paths = list(_schema_paths())
+    last = {p: p.rsplit(".", 1)[-1] for p in paths}
+    found = [p for p in paths if last[p] == key] or \
+        [p for p in paths if key in last[p].split("_")] or \
+        [p for p in paths if last[p] in difflib.get_close_matches(key, last.values(), n=1)]
+    return ", ".join(found[:3])
+
+
 def check_schema(data, source="spec"):
     problems = []
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = Validator(SCHEMA)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         problems.extend(_describe(error))
     if problems:
@@ -154,7 +281,7 @@ def without_unknown_keys(data):
     at once."""
     spec = copy.deepcopy(data)
     problems = []
-    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator = Validator(SCHEMA)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
             continue

@@ -14,7 +14,11 @@ from kubelab.spec import SUPPORTED_KUBERNETES, Problem, SpecError
 ROLE_MINIMUM = {"gateway": (256, 1), "loadbalancers": (256, 1), "masters": (1700, 2),
                 "workers": (1024, 1), "storage": (512, 1)}
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-GLUSTER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+# Network names end up in bridge names (15 characters with a prefix), file names, dnsmasq
+# tags and libvirt network names: short and plain.
+NETWORK_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+# A container's machine name is <lab>-<host>, a host name: at most 63 characters.
+MACHINE_NAME_MAX = 63
 
 
 def _address_fields(spec):
@@ -86,12 +90,22 @@ def _names(plan):
         yield Problem("name", plan.name, "must be a DNS label: lower-case letters, digits, '-'")
     if not all(DNS_LABEL.match(part) for part in plan.domain.split(".")):
         yield Problem("domain", plan.domain, "must be DNS labels joined by dots, e.g. kube.local")
+    if len(plan.domain) > 200:
+        yield Problem("domain", plan.domain, "at most 200 characters (host FQDNs must fit 253)")
+    for net in plan.networks:
+        if not NETWORK_NAME.match(net.name):
+            yield Problem(f"networks.{net.name}", net.name, "network names are 1-10 lower-case "
+                          "letters and digits, starting with a letter (e.g. mast, node)")
     seen = {}
     for host in plan.hosts:
         path = _group_path(plan, host.group)
         if not DNS_LABEL.match(host.name):
             yield Problem(path, host.name, "host names must be DNS labels (lower-case letters, "
                                            "digits and '-', at most 63); change the prefix or name")
+        elif len(f"{plan.name}-{host.name}") > MACHINE_NAME_MAX:
+            yield Problem(path, host.name, f"with the lab name, '{plan.name}-{host.name}' is "
+                          f"longer than {MACHINE_NAME_MAX} characters (a container's machine "
+                          "name); shorten the lab name or the prefix")
         if host.name in seen:
             yield Problem(path, host.name, f"host name is also planned by {seen[host.name]}; "
                                            "give the groups different prefixes")
@@ -266,9 +280,6 @@ def _storage(plan):
     storage = plan.spec["storage"]
     hosts = len(plan.group("storage"))
     for name, volume in storage["volumes"].items():
-        if not GLUSTER_NAME.match(name):
-            yield Problem(f"storage.volumes.{name}", name, "a Gluster volume name is letters, "
-                          "digits, '-' and '_', starting with a letter; rename it")
         if hosts >= 3 and hosts % volume["replica"]:   # fewer: reported by _group_sizes
             yield Problem(f"storage.volumes.{name}.replica", volume["replica"],
                           f"must divide the number of storage hosts ({hosts}): each host holds "
@@ -277,10 +288,6 @@ def _storage(plan):
         yield Problem("storage.kubernetes_volume", storage["kubernetes_volume"],
                       f"not a volume of storage.volumes; use one of "
                       f"{', '.join(storage['volumes'])}")
-    root = storage["mount_root"]
-    if not root.startswith("/") or root.rstrip("/") == "" or " " in root:
-        yield Problem("storage.mount_root", root, "must be an absolute path other than /, "
-                      "with no spaces, e.g. /mnt/gluster")
 
 
 def _warnings(plan):

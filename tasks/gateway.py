@@ -19,6 +19,11 @@ CHRONY = "/etc/chrony/chrony.conf"
 FILES = {RULES: "gateway/rules.v4.j2", DNSMASQ: "gateway/dnsmasq.conf.j2",
          CHRONY: "gateway/chrony.conf.j2", "/etc/resolv.conf": "gateway/resolv.conf.j2",
          "/etc/dhcp/dhclient-enter-hooks.d/kubelab-mgmt": "gateway/dhclient-mgmt.j2"}
+# dnsmasq reads every file of /etc/dnsmasq.d (Debian's default conf-dir, less its package
+# leftovers): the candidate is checked together with them, in place of the live file.
+DNSMASQ_CHECK = ('d=$(mktemp -d) && cp /etc/dnsmasq.d/* "$d"/ 2>/dev/null; '
+                 'cp {candidate} "$d"/kubelab.conf && dnsmasq --test --conf-file=/etc/dnsmasq.conf '
+                 '--conf-dir="$d",.dpkg-dist,.dpkg-old,.dpkg-new; rc=$?; rm -rf "$d"; [ $rc -eq 0 ]')
 # How long the gateway waits for its static legs to come up.
 LEG_WAIT_SECONDS = 60
 
@@ -36,7 +41,8 @@ def deploy(plan, me, secrets):
 
     rules = install_checked(RULES, rendered[RULES], "iptables-restore --test")
     restart_if_changed("netfilter-persistent", rules)
-    dnsmasq = install_checked(DNSMASQ, rendered[DNSMASQ], "dnsmasq --test -C")
+    dnsmasq = install_checked(DNSMASQ, rendered[DNSMASQ], DNSMASQ_CHECK,
+                              checker="dnsmasq --test")
     restart_if_changed("dnsmasq", dnsmasq)
 
     # A container runs on the lab machine's clock (chrony could not set it: Debian's unit

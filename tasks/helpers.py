@@ -11,6 +11,7 @@ A stage is a module of tasks/ with:
     files_for(plan, me, secrets)  {destination: text} of every file it writes on host `me`
     deploy(plan, me, secrets)  optional: install -> configure -> activate, with those files
 """
+from dataclasses import dataclass
 from io import StringIO
 
 from pyinfra import host
@@ -18,7 +19,7 @@ from pyinfra.api import OperationError, deploy, operation
 from pyinfra.facts.server import Command, Sysctl
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import Container, Links, Sha256File
+from kubelab.facts import Container, Links, Sha256File, StaleService
 from kubelab.render import render
 
 # Where candidate configs wait for their checker before they replace the live ones.
@@ -101,34 +102,61 @@ def in_container():
     return host.get_fact(Container) is not None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A config the deploy writes: the operation writing it, and its path on the host."""
+    op: object
+    path: str
+
+    def did_change(self):
+        return self.op.did_change()
+
+
 def put(dest, text, mode="0644"):
-    """Upload a rendered file; the op tells whether it changed."""
-    return files.put(name=f"Write {dest}", src=StringIO(text), dest=dest,
-                     user="root", group="root", mode=mode)
+    """Upload a rendered file; the Change tells whether it changed."""
+    return Change(files.put(name=f"Write {dest}", src=StringIO(text), dest=dest,
+                            user="root", group="root", mode=mode), dest)
 
 
-def install_checked(dest, text, check, mode="0644"):
-    """Upload a config beside its destination, run `check <candidate>` on it, and only when
-    that passes copy it over `dest`. A bad config never reaches the service."""
+def install_checked(dest, text, check, mode="0644", checker=None):
+    """Upload a config beside its destination, run the service's own checker on it (`check`,
+    with {candidate} where the file goes, else at its end), and only when that passes copy
+    it over `dest` (`checker` names the check in messages). A refused config never reaches the service: the run stops naming the
+    file and the checker's message, and the old config stays."""
     candidate = f"{CANDIDATES}/{dest.strip('/').replace('/', '_')}"
+    command = check.format(candidate=candidate) if "{candidate}" in check \
+        else f"{check} {candidate}"
+    checker = checker or check.split()[0]
     files.directory(name=f"Directory {CANDIDATES}", path=CANDIDATES, mode="0700")
     files.put(name=f"Write candidate {candidate}", src=StringIO(text),
               dest=candidate, user="root", group="root", mode=mode)
-    return server.shell(
-        name=f"Check ({check.split()[0]}) and install {dest}",
-        commands=[f"{check} {candidate} && install -m {mode} {candidate} {dest}"],
+    refused = (f"echo 'kubelab: {dest}: the new config was refused by its checker "
+               f"({checker}, message above); the old config stays in place' >&2")
+    return Change(server.shell(
+        name=f"Check ({checker}) and install {dest}",
+        commands=[f"if {command}; then install -m {mode} {candidate} {dest}; "
+                  f"else {refused}; exit 1; fi"],
         _if=lambda: host.get_fact(Sha256File, path=candidate)
-        != host.get_fact(Sha256File, path=dest))
+        != host.get_fact(Sha256File, path=dest)), dest)
 
 
 def restart_if_changed(service, *changes, reload=False):
-    """Restart (or reload) a running service only when one of the ops changed something,
-    then make sure it runs and starts at boot (a stopped one simply starts with the new
-    config)."""
+    """Restart (or reload) a running service when one of its configs changed in this run, or
+    is newer than the service (an earlier run stopped between the two: nothing stays
+    silently stale); then make sure it runs and starts at boot (a stopped one simply starts
+    with the new config)."""
     verb = "Reload" if reload else "Restart"
+    stamp = f"{CANDIDATES}/reloaded-{service}"
+
+    def needed():
+        return any(c.did_change() for c in changes) or host.get_fact(
+            StaleService, service=service, paths=[c.path for c in changes], stamp=stamp)
+
     systemd.service(name=f"{verb} {service} (config changed)", service=service,
-                    running=None, restarted=not reload, reloaded=reload,
-                    _if=lambda: any(op.did_change() for op in changes))
+                    running=None, restarted=not reload, reloaded=reload, _if=needed)
+    if reload:      # a reload leaves the service's start time: remember when it happened
+        server.shell(name=f"Note the reload of {service}",
+                     commands=[f"mkdir -p {CANDIDATES} && touch {stamp}"], _if=needed)
     systemd.service(name=f"Run {service} now and at boot", service=service, running=True,
                     enabled=True)
 

@@ -8,7 +8,7 @@ failed boot-time mount would never be tried again.
 """
 from pyinfra.operations import files, server, systemd
 
-from tasks.helpers import put, render_files, restart_if_changed
+from tasks.helpers import Change, put, render_files, restart_if_changed
 
 NAME = "Gluster mounts"
 GROUPS = ("masters", "workers")
@@ -16,7 +16,7 @@ PACKAGES = ["glusterfs-client"]
 
 
 def mount_path(plan, volume_name):
-    return f"{plan.spec['storage']['mount_root'].rstrip('/')}/{volume_name}"
+    return f"{plan.spec['storage']['mount_root']}/{volume_name}"
 
 
 def kubernetes_mount(plan):
@@ -46,8 +46,8 @@ def files_for(plan, me, secrets):
 def deploy(plan, me, secrets):
     volume, path = kubernetes_mount(plan)
     files.directory(name=f"Mount point {path}", path=path)
-    line = files.line(name=f"{path} in /etc/fstab", path="/etc/fstab",
-                      line=f"^[^ ]* {path} ", replace=fstab_line(plan))
+    line = Change(files.line(name=f"{path} in /etc/fstab", path="/etc/fstab",
+                             line=f"^[^ ]* {path} ", replace=fstab_line(plan)), "/etc/fstab")
     changes = [line, *(put(dest, text) for dest, text in files_for(plan, me, secrets).items())]
     # systemd makes the mount unit from /etc/fstab when it reloads.
     systemd.daemon_reload(name="systemd reads fstab and the mount unit again",

@@ -3,6 +3,7 @@ own, so the session's untouched lab never sees a deployed host): the deploy from
 every host check, a second deploy that changes nothing, the checks again; then every host
 rebooted, the checks and a deploy that changes nothing. Prints the deploy and reboot times.
 Needs root; CI runs it every time."""
+import re
 import subprocess
 import time
 
@@ -26,9 +27,16 @@ def deploy(env):
 
 
 def checks(plan, env):
-    run = subprocess.run(provision.verify_command(plan), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    """Every host check on the lab: all collected checks must pass, none skipped."""
+    command = provision.verify_command(plan)
+    collected = subprocess.run([*command, "--collect-only"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)
+    expected = int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.match(rf"^{expected} passed in ", summary), summary
     return run.stdout
 
 
@@ -61,3 +69,65 @@ def test_every_host_rebooted_comes_back_deployed(gateway_lab, reboot, report):
     assert rerun["changed"] == 0 and not rerun["errors"], rerun
     report(f"reboot of {len(plan.hosts)} containers: back on SSH with every reservation in "
            f"{back_s:.1f} s; checks: {passed.strip().splitlines()[-1]}")
+
+
+def started(config, host, service):
+    """When `service` last entered the active state on `host` (monotonic microseconds)."""
+    run = subprocess.run(["ssh", "-F", str(config), host,
+                          f"systemctl show -p ActiveEnterTimestampMonotonic --value {service}"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return int(run.stdout.strip())
+
+
+def on(config, host, command):
+    run = subprocess.run(["ssh", "-F", str(config), host, f"sudo sh -c '{command}'"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_config_faults_and_spec_changes_on_a_running_lab(gateway_lab, tmp_path):
+    """On the deployed lab: a new config its checker refuses (dnsmasq, checked with the rest
+    of its conf-dir) stops the run and leaves the old config running; a spec change then
+    restarts exactly the service whose config changed; a service older than its config (a
+    run stopped between the two) is restarted by the next run."""
+    plan, env, config = gateway_lab
+    gw = plan.gateway.name
+    live = "/etc/dnsmasq.d/kubelab.conf"
+    before = on(config, gw, f"sha256sum {live}")
+    since = {s: started(config, gw, s) for s in ("dnsmasq", "netfilter-persistent")}
+
+    # The spec changes a DHCP range while a stray file makes the whole set invalid.
+    net = plan.networks[1]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(f"extends: {env['KUBELAB_SPEC']}\nnetworks:\n  {net.name}:\n"
+                       f"    dhcp: {net.dhcp.first}-{net.dhcp.last - 1}\n")
+    env = {**env, "KUBELAB_SPEC": str(changed)}
+    on(config, gw, "echo dhcp-range=nonsense > /etc/dnsmasq.d/zz-stray.conf")
+    run = subprocess.run([*provision.pyinfra_command(), "-y", "inventory.py", "deploy.py"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert f"kubelab: {live}: the new config was refused by its checker (dnsmasq" in output
+    assert "zz-stray.conf" in output or "nonsense" in output, output[-3000:]
+    assert on(config, gw, f"sha256sum {live}") == before
+    assert started(config, gw, "dnsmasq") == since["dnsmasq"]
+    on(config, gw, "systemctl is-active dnsmasq")
+
+    # Without the stray file the change goes through: dnsmasq restarts, the firewall not.
+    on(config, gw, "rm /etc/dnsmasq.d/zz-stray.conf")
+    result, _, _ = deploy(env)
+    assert result["changed"] and not result["errors"]
+    assert f"dhcp-range=set:{net.name},{net.dhcp.first},{net.dhcp.last - 1}," in \
+        on(config, gw, f"cat {live}")
+    assert started(config, gw, "dnsmasq") > since["dnsmasq"]
+    assert started(config, gw, "netfilter-persistent") == since["netfilter-persistent"]
+    checks(plan, env)
+
+    # A config newer than its service, as a stopped run leaves it: the next run restarts it.
+    on(config, gw, "touch /etc/iptables/rules.v4")
+    result, _, _ = deploy(env)
+    assert started(config, gw, "netfilter-persistent") > since["netfilter-persistent"]
+    again, _, _ = deploy(env)
+    assert again["changed"] == 0 and not again["errors"], again

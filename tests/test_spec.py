@@ -46,7 +46,13 @@ def test_unknown_top_level_key(tmp_path):
 def test_wrong_type(tmp_path):
     found = problems(tmp_path, {"hosts": {"workers": {"count": "two"}}})
     assert [p.path for p in found] == ["hosts.workers.count"]
-    assert "integer" in found[0].message
+    assert "whole number" in found[0].message
+
+
+def test_a_float_is_not_a_count_or_a_size(tmp_path):
+    found = problems(tmp_path, {"hosts": {"workers": {"count": 2.0, "memory": 2048.0}}})
+    assert sorted(p.path for p in found) == ["hosts.workers.count", "hosts.workers.memory"]
+    assert all("whole number" in p.message for p in found)
 
 
 def test_missing_key(tmp_path):
@@ -222,3 +228,73 @@ def test_cli_reports_problems_and_exits_non_zero(tmp_path):
     assert run.returncode == 2
     assert "hosts.masters.count" in run.stderr and "nothing was changed" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# --- files that are not what they should be ------------------------------------------------
+
+def load_problems(path):
+    with pytest.raises(SpecError) as err:
+        load_plan(path)
+    return err.value
+
+
+def test_non_utf8_spec(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert "not UTF-8" in str(load_problems(path))
+
+
+@pytest.mark.parametrize("target", ["", ".", "missing.yaml"])
+def test_extends_must_name_an_existing_file(tmp_path, target):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"extends": target}))
+    text = str(load_problems(path))
+    assert "extends" in text and "Traceback" not in text
+    if target == "missing.yaml":      # names the missing file and the spec that points there
+        assert str(tmp_path / "missing.yaml") in text and str(path) in text
+
+
+def test_a_duplicate_key_is_refused(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"extends: {DEFAULT_SPEC}\nhosts:\n  workers: {{count: 1}}\n"
+                    "hosts:\n  masters: {count: 1}\n")
+    assert "key 'hosts' appears twice" in str(load_problems(path))
+
+
+def test_an_alias_bomb_is_refused_small(tmp_path):
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]"
+              for i in range(12)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    error = load_problems(path)
+    assert "alias" in str(error) and len(str(error)) < 1000
+
+
+def test_a_huge_file_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: x\n" + "# padding\n" * 200_000)
+    assert "not a spec file" in str(load_problems(path))
+
+
+def test_counts_are_capped_before_planning(tmp_path):
+    found = problems(tmp_path, {"hosts": {"workers": {"count": 1_000_000}}})
+    assert [p.path for p in found] == ["hosts.workers.count"]
+
+
+def test_an_unquoted_version_says_to_quote_it(tmp_path):
+    found = problems(tmp_path, {"kubernetes": {"version": 1.30}})
+    assert found[0].path == "kubernetes.version" and "quote it" in found[0].message
+
+
+def test_long_values_are_shortened_and_blocks_never_echoed(tmp_path):
+    secret = "-----BEGIN PRIVATE KEY-----" + "A" * 5000
+    error = load_problems(write_spec(tmp_path, {"domain": secret, "users": [{"key": secret}]}))
+    assert "A" * 100 not in str(error) and "characters)" in str(error)
+
+
+@pytest.mark.parametrize("key, where", [("masters", "hosts.masters"), ("vip", "kubernetes.api_vip"),
+                                        ("metallb", "kubernetes.metallb_pool")])
+def test_a_key_at_the_wrong_level_says_where_it_belongs(tmp_path, key, where):
+    found = problems(tmp_path, {key: 1})
+    assert found[0].path == key and where in found[0].message

@@ -35,7 +35,8 @@ def test_fewer_than_three_storage_hosts_is_refused_once(tmp_path):
         ["hosts.storage.count"]
 
 
-@pytest.mark.parametrize("root", ["mnt/gluster", "/", "/mnt/my gluster"])
+@pytest.mark.parametrize("root", ["mnt/gluster", "/", "/mnt/my gluster", "/mnt/../etc",
+                                  "/mnt/x'y"])
 def test_a_mount_path_that_is_not_absolute_is_refused(tmp_path, root):
     found = problems(tmp_path, {"storage": {"mount_root": root}})
     assert list(found) == ["storage.mount_root"]
@@ -48,7 +49,7 @@ def test_the_volume_for_kubernetes_must_be_a_volume(tmp_path):
         "storage.kubernetes_volume"]
 
 
-@pytest.mark.parametrize("volume, path", [({"9lives": {"replica": 3}}, "storage.volumes.9lives"),
+@pytest.mark.parametrize("volume, path", [({"9lives": {"replica": 3}}, "storage.volumes"),
                                           ({"one": {"replica": 1}}, "storage.volumes.one.replica")])
 def test_bad_volume_names_and_replicas(tmp_path, volume, path):
     assert list(problems(tmp_path, {"storage": {"volumes": {"kube": {"replica": 3}, **volume}}})) \

@@ -30,7 +30,7 @@ def test_template_holds_no_address_name_or_version():
 
 def _blocks(text):
     """{host name: the text of its config.vm.define block}."""
-    parts = re.split(r'^  config\.vm\.define "([^"]+)" do \|m\|$', text, flags=re.M)
+    parts = re.split(r"^  config\.vm\.define '([^']+)' do \|m\|$", text, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
 
 
@@ -44,13 +44,13 @@ def test_every_host_gets_its_planned_machine(spec):
         block = blocks[host.name]
         assert block.count(f"cpus = {host.cpus}\n") == 2
         assert block.count(f"memory = {host.memory}\n") == 2
-        assert f'management_network_mac = "{host.mgmt.mac}"' in block
-        assert f'base_mac = "{host.mgmt.mac.replace(":", "")}"' in block
+        assert f"management_network_mac = '{host.mgmt.mac}'" in block
+        assert f"base_mac = '{host.mgmt.mac.replace(':', '')}'" in block
         # Internal NICs in plan order, each with its MAC, network and the host's address kept
         # off the planned ones.
-        nics = re.findall(r'ip: "([^"]+)", netmask: "([^"]+)",\s+mac: "(\w+)", auto_config: false,'
-                          r'\s+virtualbox__intnet: "([^"]+)",\s+libvirt__network_name: "([^"]+)",'
-                          r'.*?libvirt__host_ip: "([^"]+)"', block, flags=re.S)
+        nics = re.findall(r"ip: '([^']+)', netmask: '([^']+)',\s+mac: '(\w+)', auto_config: false,"
+                          r"\s+virtualbox__intnet: '([^']+)',\s+libvirt__network_name: '([^']+)',"
+                          r".*?libvirt__host_ip: '([^']+)'", block, flags=re.S)
         expected = []
         for nic in host.nics:
             net = plan.network(nic.network)
@@ -58,14 +58,14 @@ def test_every_host_gets_its_planned_machine(spec):
             expected.append((str(nic.address), str(net.netmask), nic.mac.replace(":", ""),
                              name, name, str(net.host_ip)))
         assert nics == expected
-        disks = re.findall(r'size: "(\d+)GB?"', block)
+        disks = re.findall(r"size: '(\d+)GB?'", block)
         assert disks == ([str(host.data_disk)] * 2 if host.data_disk else [])
     for net in plan.networks:
         planned = {str(n.address) for h in plan.hosts for n in h.nics if n.network == net.name}
         assert str(net.host_ip) not in planned
-    assert f'management_network_address = "{plan.management}"' in text
-    assert f'override.vm.box = "{plan.boxes["libvirt"]}"' in text
-    assert f'override.vm.box = "{plan.boxes["virtualbox"]}"' in text
+    assert f"management_network_address = '{plan.management}'" in text
+    assert f"override.vm.box = '{plan.boxes['libvirt']}'" in text
+    assert f"override.vm.box = '{plan.boxes['virtualbox']}'" in text
     assert 'synced_folder ".", "/vagrant", disabled: true' in text
     assert "hostname" not in text
 

@@ -129,3 +129,39 @@ def connect(request, plan):
 def gateway(plan, connect):
     """The gateway's testinfra host: client checks read its DHCP leases."""
     return connect(plan.gateway)
+
+
+# A check skipped everywhere proves nothing: a group whose checks were all skipped fails the
+# run (its hosts are up, so something there is wrong or the check cannot see it).
+_outcomes = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.skipped:
+        _outcomes.setdefault(report.nodeid, report.outcome)
+
+
+def _group_of(nodeid, plan):
+    ids = nodeid.rpartition("[")[2].rstrip("]").split("->")[0].split("-")
+    names = {h.name: h.group for h in plan.hosts}
+    for size in range(len(ids), 0, -1):
+        name = "-".join(ids[:size])
+        if name in names:
+            return names[name]
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus != 0 or not _outcomes:
+        return
+    plan, by_group = _plan(), {}
+    for nodeid, outcome in _outcomes.items():
+        group = _group_of(nodeid, plan)
+        if group:
+            by_group.setdefault(group, set()).add(outcome)
+    skipped = sorted(g for g, outcomes in by_group.items() if outcomes == {"skipped"})
+    if skipped:
+        session.config.get_terminal_writer().line(
+            f"kubelab: every check of group(s) {', '.join(skipped)} was skipped: that proves "
+            "nothing about those hosts (see the skip reasons above)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

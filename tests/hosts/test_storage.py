@@ -7,16 +7,12 @@ reconnect the clients: the checks that depend on it wait for it, at most WAIT_SE
 import time
 import uuid
 
+from hostutil import run_ok
+
 from tasks import storage, storage_clients
 from tests.hosts.conftest import up_hosts
 
 WAIT_SECONDS = 60
-
-
-def run_ok(host, command):
-    result = host.run(command)
-    assert result.rc == 0, f"{command!r} failed (rc {result.rc}): {result.stderr.strip()}"
-    return result.stdout
 
 
 def eventually(check, what):
