@@ -26,8 +26,12 @@ def test_a_replica_count_that_does_not_divide_the_hosts_is_refused(tmp_path):
     found = problems(tmp_path, {"hosts": {"storage": {"count": 4}}})
     assert list(found) == ["storage.volumes.kube.replica"]
     assert "must divide the number of storage hosts (4)" in found["storage.volumes.kube.replica"]
-    # Six hosts: two replica sets of three.
-    assert load_plan(write_spec(tmp_path, {"hosts": {"storage": {"count": 6}}}))
+
+
+def test_six_storage_hosts_make_two_replica_sets_in_host_order(tmp_path):
+    plan = load_plan(write_spec(tmp_path, {"hosts": {"storage": {"count": 6}}}))
+    assert storage.bricks(plan, "kube") == [f"glus{i:02d}.{plan.domain}:/srv/gluster/kube"
+                                            for i in range(1, 7)]
 
 
 def test_fewer_than_three_storage_hosts_is_refused_once(tmp_path):
