@@ -81,7 +81,7 @@ def _pending(plan, via, volume):
 
 def _background(plan, host, path, script):
     on_host(plan, host, f"cat > {path} <<'EOF'\n{script}\nEOF\n"
-                    f"setsid sh {path} >/dev/null 2>&1 </dev/null &")
+                        f"setsid sh {path} >/dev/null 2>&1 </dev/null &")
 
 
 def _silence(plan, host, on):
@@ -89,7 +89,7 @@ def _silence(plan, host, on):
     address = host.address
     verb = "-I" if on else "-D"
     on_host(plan, host, f"iptables {verb} INPUT -d {address} -j DROP; "
-                    f"iptables {verb} OUTPUT -s {address} -j DROP", check=on)
+                        f"iptables {verb} OUTPUT -s {address} -j DROP", check=on)
 
 
 def _writes(log_text):
@@ -120,6 +120,25 @@ def _disconnects(plan, client_log, volume):
     return found
 
 
+def _power_cut_and_back(plan, timeline, victim, survivor, volume):
+    """Silence and cut `victim`, power it on DOWN_SECONDS later; returns the drill times of
+    the cut and of its bricks online again."""
+    _silence(plan, victim, on=True)
+    power_cut(plan, victim)
+    timeline.mark(f"{victim.name}: silent on the storage network, power cut")
+    cut = timeline.now()
+    time.sleep(DOWN_SECONDS)
+    try:
+        power_on(plan, victim)
+        timeline.mark(f"{victim.name}: powered on, answers SSH")
+    finally:
+        _silence(plan, victim, on=False)
+    _wait(f"{victim.name}'s bricks online",
+          lambda: _bricks_online(plan, survivor, volume, victim.fqdn))
+    timeline.mark(f"{victim.name}: bricks online")
+    return cut, timeline.now()
+
+
 def run(plan, timeline):
     volume, mount = storage_clients.kubernetes_mount(plan)
     client = plan.group("kubernetes")[0]
@@ -142,26 +161,14 @@ def run(plan, timeline):
                 WRITER.format(dir=directory, log=log, stop=stop))
     _background(plan, client, f"/var/tmp/kubelab-drill-{drill_id}-load.sh",
                 LOAD.format(dir=directory, stop=stop, files=LOAD_FILES, mib=LOAD_MIB))
-    time.sleep(WARMUP_SECONDS)
-
-    _silence(plan, victim, on=True)
-    power_cut(plan, victim)
-    timeline.mark(f"{victim.name}: silent on the storage network, power cut")
-    cut = timeline.now()
-    time.sleep(DOWN_SECONDS)
     try:
-        power_on(plan, victim)
-        timeline.mark(f"{victim.name}: powered on, answers SSH")
+        time.sleep(WARMUP_SECONDS)
+        cut, back = _power_cut_and_back(plan, timeline, victim, survivor, volume)
     finally:
-        _silence(plan, victim, on=False)
-    _wait(f"{victim.name}'s bricks online", lambda: _bricks_online(plan, survivor, volume,
-                                                                     victim.fqdn))
-    back = timeline.now()
-    timeline.mark(f"{victim.name}: bricks online")
-
-    on_host(plan, client, f"touch {stop}")
+        on_host(plan, client, f"touch {stop}", check=False)    # whatever happened
     _wait("the writers to stop", lambda: "STOP" in on_host(plan, client, f"cat {log}").stdout
-          and not on_host(plan, client, f"pgrep -f [k]ubelab-drill-{drill_id}", check=False).stdout)
+          and not on_host(plan, client, f"pgrep -f [k]ubelab-drill-{drill_id}",
+                          check=False).stdout)
     files, times, failed, stopped = _writes(on_host(plan, client, f"cat {log}").stdout)
     timeline.mark(f"writers stopped: {len(files)} files written, {failed} writes failed")
 
@@ -171,7 +178,7 @@ def run(plan, timeline):
     timeline.mark(f"heal info empty ({heal_s:.1f} s after the bricks came back)")
 
     through_mount = on_host(plan, client, f"cd {directory} && sha256sum [0-9]*",
-                        timeout=300).stdout
+                            timeout=300).stdout
     read = {name: value for value, name in (line.split() for line in through_mount.splitlines())}
     lost = [n for n in files if n not in read]
     corrupt = [n for n in files if n in read and read[n] != files[n]]
@@ -191,8 +198,8 @@ def run(plan, timeline):
 
     new_log = on_host(plan, client, f"tail -n +{log_lines + 1} {client_log}").stdout
     disconnects = _disconnects(plan, new_log, volume)
-    on_host(plan, client, f"rm -rf {directory} {log} {log}.data {stop} /var/tmp/kubelab-drill-"
-                      f"{drill_id}*.sh", timeout=120)
+    on_host(plan, client, f"rm -rf {directory} {log} {log}.data {stop} "
+                          f"/var/tmp/kubelab-drill-{drill_id}*.sh", timeout=120)
 
     gaps = [b - a for a, b in zip(times, times[1:] + ([stopped] if stopped else []))]
     return {
