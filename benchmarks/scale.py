@@ -6,11 +6,9 @@ Run: python benchmarks/scale.py
 import time
 from pathlib import Path
 
-import yaml
-
 from kubelab import validate
+from kubelab.artifacts import artifacts
 from kubelab.plan import build_plan
-from kubelab.render import artifacts
 from kubelab.spec import check_schema, read_yaml
 
 SPEC = Path(__file__).with_name("scale.yaml")

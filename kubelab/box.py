@@ -16,22 +16,20 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
-from kubelab.image import chroot_mounts, image_hash, rootfs
+from kubelab.image import CHROOT_ENV, chroot_mounts, image_hash, rootfs
 from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE
 from kubelab.progress import phase
-from kubelab.vagrant import LIBVIRT_URI
+from kubelab.system import VAGRANT_ENV, missing_tools, run, virsh
 
 BOXES = IMAGE_CACHE / "boxes"
 DISK_GIB = 20          # the VM's root disk (sparse: the box holds only what is used)
 BOOT_PACKAGES = ["linux-image-amd64", "grub-pc"]
 # eth0, eth1.. in the order the NICs are declared; the console on the serial port.
 KERNEL_CMDLINE = "net.ifnames=0 console=tty0 console=ttyS0,115200"
-CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
 BOX_VAGRANTFILE = """# Defaults of the kubelab box; the lab's generated Vagrantfile sets everything else.
 Vagrant.configure("2") do |config|
   config.vm.provider :libvirt do |lv|
@@ -53,18 +51,15 @@ def box_hash():
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# command -> the Debian package that provides it, for building and adding the box
-TOOLS = {"sfdisk": "fdisk", "losetup": "mount", "partx": "util-linux",
-         "mkfs.ext4": "e2fsprogs", "qemu-img": "qemu-utils", "tar": "tar",
-         "vagrant": "vagrant"}
+# What building and adding the box runs.
+TOOLS = ["sfdisk", "losetup", "partx", "mkfs.ext4", "qemu-img", "tar", "vagrant"]
 
 
 def _check_host():
     """Refuse clearly, before anything is written, when this machine cannot build the box."""
     problems = [] if os.geteuid() == 0 else ["building the box needs root (loop devices, "
                                              "mounts)"]
-    problems += [f"'{tool}' not found: apt-get install {package} (or `kubelab host setup`)"
-                 for tool, package in TOOLS.items() if not shutil.which(tool)]
+    problems += missing_tools(TOOLS)
     if problems:
         raise BoxError("cannot build the box:\n" + "\n".join(f"- {p}" for p in problems))
 
@@ -95,38 +90,25 @@ def build_box(name, force=False):
         _remove_other_boxes(digest)
     with phase(f"Adding the box {name} to Vagrant"):
         # From the cache dir: Vagrant leaves a .vagrant/ in the directory it runs in.
-        _run(["vagrant", "box", "add", "--force", "--name", name, str(box_file)], cwd=entry,
-             env=dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1"))
+        run("vagrant", "box", "add", "--force", "--name", name, str(box_file), cwd=entry,
+            env={**os.environ, **VAGRANT_ENV})
         remove_unused_volumes(name)
     return box_file
+
+
+def _vagrant_name(name):
+    """How Vagrant and vagrant-libvirt write a box name in file and volume names."""
+    return name.replace("/", "-VAGRANTSLASH-")
 
 
 def added_hash(name):
     """The kubelab hash of the box `name` added to Vagrant (None if absent or foreign)."""
     home = Path(os.environ.get("VAGRANT_HOME", Path.home() / ".vagrant.d"))
-    metadata = home / "boxes" / name.replace("/", "-VAGRANTSLASH-") / "0" / "libvirt" / \
-        "metadata.json"
+    metadata = home / "boxes" / _vagrant_name(name) / "0" / "libvirt" / "metadata.json"
     try:
         return json.loads(metadata.read_text()).get("kubelab_hash")
     except (OSError, ValueError):
         return None
-
-
-def _run(cmd, log=None, **kwargs):
-    out = open(log, "a") if log else subprocess.DEVNULL
-    try:
-        if log:
-            out.write(f"\n$ {' '.join(cmd)}\n")
-            out.flush()
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if log else None,
-                                **kwargs)
-    finally:
-        if log:
-            out.close()
-    if result.returncode != 0:
-        tail = "\n".join(Path(log).read_text().splitlines()[-20:]) if log else ""
-        raise BoxError(f"{cmd[0]} failed (exit {result.returncode})"
-                       + (f"; last lines of {log}:\n{tail}" if log else ""))
 
 
 def _build(root, work, log, digest):
@@ -134,35 +116,34 @@ def _build(root, work, log, digest):
     with open(raw, "wb") as disk:
         disk.truncate(DISK_GIB << 30)
     # One bootable partition from 1 MiB: grub's core image goes in the gap before it.
-    _run(["sfdisk", "--quiet", str(raw)], log, input=b"label: dos\nstart=2048, type=83, bootable\n")
-    loop = subprocess.run(["losetup", "--find", "--show", "--partscan", str(raw)],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    run("sfdisk", "--quiet", str(raw), log=log, input="label: dos\nstart=2048, type=83, bootable\n")
+    loop = run("losetup", "--find", "--show", "--partscan", str(raw)).stdout.strip()
     try:
         part = _partition(loop)
         fs_uuid = str(uuid.uuid4())
-        _run(["mkfs.ext4", "-q", "-L", "root", "-U", fs_uuid, part], log)
+        run("mkfs.ext4", "-q", "-L", "root", "-U", fs_uuid, part, log=log)
         with phase(f"copying the rootfs, installing {' '.join(BOOT_PACKAGES)} and grub"):
             _install_boot(root, loop, part, fs_uuid, work / "mnt", log)
     finally:
-        subprocess.run(["partx", "-d", loop], stderr=subprocess.DEVNULL)
-        subprocess.run(["losetup", "-d", loop], check=True)
+        run("partx", "-d", loop, check=False)
+        run("losetup", "-d", loop)
     with phase("converting to compressed qcow2"):
-        _run(["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(work / "box.img")], log)
+        run("qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(work / "box.img"), log=log)
         raw.unlink()
     (work / "metadata.json").write_text(json.dumps(
         {"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_GIB,
          "kubelab_hash": digest}) + "\n")
     (work / "Vagrantfile").write_text(BOX_VAGRANTFILE)
     with phase("packing the box"):
-        _run(["tar", "-C", str(work), "-cf", str(work / "kubelab.box"),
-              "metadata.json", "Vagrantfile", "box.img"], log)
+        run("tar", "-C", str(work), "-cf", str(work / "kubelab.box"),
+            "metadata.json", "Vagrantfile", "box.img", log=log)
 
 
 def _partition(loop):
     """The first partition's device; without udev it may need `partx -a` to appear."""
     part = f"{loop}p1"
     if not Path(part).exists():
-        subprocess.run(["partx", "-a", loop], stderr=subprocess.DEVNULL)
+        run("partx", "-a", loop, check=False)
     if not Path(part).exists():
         sysfs = Path("/sys/block") / Path(loop).name / f"{Path(loop).name}p1" / "dev"
         if not sysfs.exists():
@@ -178,7 +159,6 @@ def _install_boot(root, loop, part, fs_uuid, mnt, log):
     update-grub writes root=/dev/loopXp1 and the disk cannot boot), install kernel and grub."""
     mnt.mkdir()
     chroot_script = f"""
-export DEBIAN_FRONTEND=noninteractive
 echo 'UUID={fs_uuid} / ext4 errors=remount-ro 0 1' > /etc/fstab
 cat > /etc/default/grub.d/kubelab.cfg <<'EOF'
 GRUB_TIMEOUT=1
@@ -206,8 +186,8 @@ ln -s ../../{Path(part).name} {mnt}/dev/disk/by-uuid/{fs_uuid}
 cp /etc/resolv.conf {mnt}/etc/resolv.conf
 chroot {mnt} /bin/sh -ec "$0"
 """
-    _run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", script,
-          chroot_script], log, env=CHROOT_ENV)
+    run("unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", script,
+        chroot_script, log=log, env=CHROOT_ENV)
 
 
 def _remove_other_boxes(keep):
@@ -216,19 +196,14 @@ def _remove_other_boxes(keep):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _virsh(*args):
-    return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args],
-                          capture_output=True, text=True).stdout
-
-
 def remove_unused_volumes(name):
     """Remove vagrant-libvirt's copies of the box `name` in libvirt's default pool that no
     VM uses. vagrant-libvirt makes one per box file it sees (named with its timestamp):
     old ones pile up after rebuilds, and the current one is made again on the next `up`."""
     if not shutil.which("virsh"):
         return
-    prefix = name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
-    in_use = "".join(_virsh("dumpxml", d) for d in _virsh("list", "--all", "--name").split())
-    for volume in _virsh("vol-list", "default").split()[::2]:
+    prefix = _vagrant_name(name) + "_vagrant_box_image_"
+    in_use = "".join(virsh("dumpxml", d) for d in virsh("list", "--all", "--name").split())
+    for volume in virsh("vol-list", "default").split()[::2]:
         if volume.startswith(prefix) and volume not in in_use:
-            _virsh("vol-delete", "--pool", "default", volume)
+            virsh("vol-delete", "--pool", "default", volume)

@@ -22,18 +22,14 @@ from kubelab import secrets
 from kubelab.errors import LabError
 from kubelab.paths import DEFAULT_SPEC, lab_dir, lab_provider
 from kubelab.plan import load_plan
-from kubelab.spec import SpecError
-
-PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
+from kubelab.spec import PROVIDERS, SpecError
 
 
-def _backend(provider):
-    """The module that brings hosts up for a provider: containers or Vagrant."""
-    if provider == "nspawn":
-        from kubelab import nspawn
-        return nspawn
-    from kubelab import vagrant
-    return vagrant
+def _provider(plan, requested=None):
+    """The provider a command uses (kubelab.providers.resolve); imported only by the
+    commands that need one, as it loads Vagrant's and the container lab's modules."""
+    from kubelab.providers import resolve
+    return resolve(plan, requested)
 
 
 def cmd_plan(plan, args):
@@ -42,7 +38,7 @@ def cmd_plan(plan, args):
 
 
 def cmd_render(plan, args):
-    from kubelab.render import artifacts
+    from kubelab.artifacts import artifacts
     from kubelab.vagrant import vagrantfile_path, write_vagrantfile
     print(f"wrote {write_vagrantfile(plan, vagrantfile_path(plan, args.spec))}")
     # Written aside, then swapped in whole: no stale file of a host the spec dropped.
@@ -76,9 +72,9 @@ def cmd_host(plan, args):
     from kubelab import host
     if args.action == "setup":
         return host.setup()
-    provider = args.provider or plan.default_provider
-    problems = host.check(plan, provider)
-    for note in host.notes(plan, provider):
+    provider = _provider(plan, args.provider)
+    problems = provider.preflight(plan)
+    for note in provider.notes(plan):
         print(f"note: {note}")
     for problem in problems:
         print(f"- {problem}")
@@ -87,20 +83,15 @@ def cmd_host(plan, args):
 
 
 def cmd_up(plan, args):
-    provider = args.provider or plan.default_provider
-    if provider != "nspawn":
-        from kubelab import host
-        problems = host.check(plan, provider)
-        if problems:
-            print("not starting; fix these first:\n" + "\n".join(f"- {p}" for p in problems),
-                  file=sys.stderr)
-            return 1
+    provider = _provider(plan, args.provider)
+    problems = provider.preflight(plan)
+    if problems:
+        print("not starting; fix these first:\n" + "\n".join(f"- {p}" for p in problems),
+              file=sys.stderr)
+        return 1
     hosts = args.hosts.split(",") if args.hosts else None
-    if provider == "nspawn":
-        ssh_config = _backend(provider).up(plan, hosts)
-    else:
-        ssh_config = _backend(provider).up(plan, provider, hosts)
-    print(f"lab {plan.name} is up ({provider}); ssh config: {ssh_config}")
+    ssh_config = provider.up(plan, hosts)
+    print(f"lab {plan.name} is up ({provider.name}); ssh config: {ssh_config}")
 
 
 def cmd_provision(plan, args):
@@ -118,12 +109,12 @@ def cmd_create(plan, args):
 
 
 def cmd_status(plan, args):
-    provider = lab_provider(plan)
-    if provider is None:
+    if lab_provider(plan) is None:
         print(f"lab {plan.name} is not up (`kubelab up` brings it up)")
         return
-    print(f"lab {plan.name} ({provider})")
-    for name, state in _backend(provider).status(plan):
+    provider = _provider(plan)
+    print(f"lab {plan.name} ({provider.name})")
+    for name, state in provider.status(plan):
         print(f"  {name:20} {state}")
 
 
@@ -133,18 +124,18 @@ def cmd_drill(plan, args):
 
 
 def cmd_destroy(plan, args):
-    provider = lab_provider(plan) or args.provider
-    if provider is None:
+    if lab_provider(plan) is None and args.provider is None:
         print(f"lab {plan.name} was not brought up from this state dir; to remove what a "
               "provider left anyway, name it: `kubelab destroy --provider P`", file=sys.stderr)
         return 1
+    provider = _provider(plan, args.provider)
     if not args.yes:
-        answer = input(f"Destroy lab {plan.name} ({provider}): every host, network and disk "
-                       "it made? [y/N] ")
+        answer = input(f"Destroy lab {plan.name} ({provider.name}): every host, network and "
+                       "disk it made? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed")
             return 1
-    _backend(provider).destroy(plan)
+    provider.destroy(plan)
     secrets.remove(plan)
     print(f"lab {plan.name} destroyed")
 
@@ -171,11 +162,11 @@ def _parser():
     p.add_argument("--rootfs-only", action="store_true", help="only the container rootfs")
     p = add("host", cmd_host, "check or set up this machine")
     p.add_argument("action", choices=["check", "setup"])
-    p.add_argument("--provider", choices=PROVIDERS)
+    p.add_argument("--provider", choices=PROVIDERS, help="default: the lab's, else the spec's")
     for name, func, help in (("up", cmd_up, "bring the hosts up"),
                              ("create", cmd_create, "up + provision + verify")):
         p = add(name, func, help)
-        p.add_argument("--provider", choices=PROVIDERS, help="default: the spec's")
+        p.add_argument("--provider", choices=PROVIDERS, help="default: the lab's, else the spec's")
         p.add_argument("--hosts", help="a comma-separated subset of the plan's hosts")
     add("provision", cmd_provision, "configure every host (pyinfra)")
     add("verify", cmd_verify, "check every host (pytest + testinfra)")

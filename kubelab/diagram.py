@@ -1,4 +1,4 @@
-"""The seed's "Networking Diagram", drawn from the plan as an SVG image: the outside and
+"""The 2019 design's "Networking Diagram", drawn from the plan as an SVG image: the outside and
 the gateway on top, one column per internal network with its ranges and its hosts."""
 from dataclasses import dataclass
 
@@ -29,8 +29,7 @@ def _notes(plan, network):
 def columns(plan):
     cols = []
     for i, net in enumerate(plan.networks):
-        hosts = [(h.name, str(h.nic(net.name).address)) for h in plan.hosts
-                 if h.group != "gateway" and any(n.network == net.name for n in h.nics)]
+        hosts = [(h.name, str(h.nic(net.name).address)) for h in plan.hosts_on(net.name)]
         cols.append(Column(GAP + i * (COLUMN_WIDTH + GAP), COLORS[i % len(COLORS)], net,
                            _notes(plan, net), hosts))
     return cols

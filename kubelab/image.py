@@ -24,6 +24,7 @@ from pathlib import Path
 from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, REPO
 from kubelab.progress import phase
+from kubelab.system import missing_tools, run
 from tasks import image_packages
 
 SUITE = "bookworm"
@@ -132,9 +133,9 @@ def image_sources():
 
 def vagrant_public_key():
     """Vagrant's insecure public key, as the Debian vagrant package installs it."""
-    run = subprocess.run(["dpkg", "-L", VAGRANT_PACKAGE], capture_output=True, text=True)
-    keys = [p for p in run.stdout.splitlines() if p.endswith("/keys/vagrant.pub")]
-    if run.returncode != 0 or not keys:
+    listed = run("dpkg", "-L", VAGRANT_PACKAGE, check=False)
+    keys = [p for p in listed.stdout.splitlines() if p.endswith("/keys/vagrant.pub")]
+    if listed.returncode != 0 or not keys:
         raise ImageError(f"Vagrant's insecure key not found: install the Debian package "
                          f"'{VAGRANT_PACKAGE}' (apt-get install {VAGRANT_PACKAGE})")
     return Path(keys[0]).read_text()
@@ -155,17 +156,6 @@ def image_hash():
 
 # --- build ----------------------------------------------------------------------------------
 
-def _log_run(cmd, log, **kwargs):
-    with open(log, "a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
-        out.flush()
-        run = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, **kwargs)
-    if run.returncode != 0:
-        tail = Path(log).read_text().splitlines()[-25:]
-        raise ImageError(f"{cmd[0]} failed (exit {run.returncode}); last lines of {log}:\n"
-                         + "\n".join(tail))
-
-
 def chroot_mounts(root, devices=()):
     """Shell lines giving a chroot /proc, /sys and a /dev of its own (a tmpfs with the basic
     nodes plus `devices`). Never the host's /dev: package scripts in the chroot (udev's)
@@ -183,8 +173,8 @@ def _chroot(root, script, log):
     """Run a shell script in the chroot, its mounts in a private mount namespace: they end
     with the command, whatever happens."""
     mounts = chroot_mounts(root) + f'exec chroot {root} /bin/sh -ec "$0"\n'
-    _log_run(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", mounts,
-              script], log, env=CHROOT_ENV)
+    run("unshare", "--mount", "--propagation", "private", "/bin/sh", "-ec", mounts, script,
+        log=log, env=CHROOT_ENV)
 
 
 def mounts_under(path):
@@ -244,9 +234,8 @@ done"""
 
 
 def _installed(root):
-    run = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package}\\n"],
-                         capture_output=True, text=True, check=True, env=CHROOT_ENV)
-    return run.stdout.split()
+    return run("chroot", str(root), "dpkg-query", "-W", "-f", "${Package}\\n",
+               env=CHROOT_ENV).stdout.split()
 
 
 def _configure_system(root, log):
@@ -284,8 +273,8 @@ apt-get clean
 
 def _build_into(tmp, log):
     with phase(f"debootstrap {SUITE} (minbase) from {mirror()}"):
-        _log_run(["unshare", "--mount", "--propagation", "private", "debootstrap",
-                  "--variant=minbase", "--components=main", SUITE, str(tmp), mirror()], log)
+        run("unshare", "--mount", "--propagation", "private", "debootstrap",
+            "--variant=minbase", "--components=main", SUITE, str(tmp), mirror(), log=log)
     with phase("apt sources, debconf answers, policy-rc.d"):
         _configure_apt(tmp, log)
     install = "apt-get install -y -q --no-install-recommends "
@@ -312,10 +301,7 @@ def _clear_stale(entry):
 def _check_host():
     """Refuse clearly, before anything is written, when this machine cannot build."""
     problems = [] if os.geteuid() == 0 else ["building the image needs root (chroot, mounts)"]
-    for tool, package in (("debootstrap", "debootstrap"), ("unshare", "util-linux"),
-                          ("chroot", "coreutils")):
-        if not shutil.which(tool):
-            problems.append(f"'{tool}' not found: apt-get install {package}")
+    problems += missing_tools(["debootstrap", "unshare", "chroot"])
     if problems:
         raise ImageError("cannot build the image:\n" + "\n".join(f"- {p}" for p in problems))
 

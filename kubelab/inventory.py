@@ -2,8 +2,10 @@
 from pathlib import Path
 
 from kubelab.paths import ssh_config
+from kubelab.plan import GROUPS as HOST_GROUPS
 
-GROUPS = ["gateway", "loadbalancers", "masters", "workers", "storage", "kubernetes"]
+# pyinfra's groups: each host group, and kubernetes (masters + workers, see Plan.group).
+GROUPS = [*HOST_GROUPS, "kubernetes"]
 
 
 def _nic(nic):

@@ -22,13 +22,12 @@ from pathlib import Path
 
 from kubelab import image
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_path
+from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
+from kubelab.system import close_ssh_masters, missing_tools, run
 
-# command -> the Debian package that provides it
-TOOLS = {"systemd-nspawn": "systemd-container", "ip": "iproute2", "nc": "netcat-openbsd",
-         "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
+TOOLS = ["systemd-nspawn", "ip", "nc", "ssh", "ssh-keygen"]
 SSH_TIMEOUT = 120       # seconds for every sshd to answer after the containers start
 STOP_TIMEOUT = 20       # seconds for a clean poweroff before SIGKILL
 MGMT_BRIDGE = "br0-mgmt"
@@ -110,15 +109,8 @@ def _log(plan, host):
 
 # --- small helpers ----------------------------------------------------------------------------
 
-def _run(*cmd, check=True):
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    if check and run.returncode != 0:
-        raise NspawnError(f"{' '.join(cmd)} failed: {run.stderr.strip() or run.stdout.strip()}")
-    return run
-
-
 def _ip(netns, *args):
-    return _run("ip", "-n", netns, *args)
+    return run("ip", "-n", netns, *args)
 
 
 def _netns_exists(name):
@@ -139,11 +131,8 @@ def _alive(pid):
     return state != "Z"
 
 
-def _lab_processes(plan):
-    """{pid: (host name, program)} of this lab's nspawn processes and their supervisors,
-    found by the --directory argument on their command lines."""
-    hosts = str(_hosts_dir(plan)) + "/"
-    found = {}
+def _command_lines():
+    """(pid, argv) of every process on this machine."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -151,10 +140,19 @@ def _lab_processes(plan):
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
+        yield int(entry.name), argv
+
+
+def _lab_processes(plan):
+    """{pid: (host name, program)} of this lab's nspawn processes and their supervisors,
+    found by the --directory argument on their command lines."""
+    hosts = str(_hosts_dir(plan)) + "/"
+    found = {}
+    for pid, argv in _command_lines():
         for arg in argv:
-            if arg.startswith("--directory=" + hosts) and _alive(int(entry.name)):
+            if arg.startswith("--directory=" + hosts) and _alive(pid):
                 name = arg.removeprefix("--directory=" + hosts).split("/")[0]
-                found[int(entry.name)] = (name, Path(argv[0]).name)
+                found[pid] = (name, Path(argv[0]).name)
     return found
 
 
@@ -173,11 +171,7 @@ def _foreign_states(plan):
     machines = {f"--machine={machine(plan, h)}" for h in plan.hosts}
     marker = f"/{plan.name}/hosts/"
     states = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
-            continue
+    for _, argv in _command_lines():
         if machines & set(argv):
             for arg in argv:
                 if arg.startswith("--directory=") and marker in arg:
@@ -203,17 +197,6 @@ def descendants(pid):
     return found
 
 
-def _selected(plan, hosts):
-    if hosts is None:
-        return list(plan.hosts)
-    names = [h.name for h in plan.hosts]
-    unknown = [h for h in hosts if h not in names]
-    if unknown:
-        raise NspawnError(f"unknown host(s) {', '.join(unknown)}: the plan has "
-                          f"{', '.join(names)}")
-    return [h for h in plan.hosts if h.name in hosts]
-
-
 # --- preflight --------------------------------------------------------------------------------
 
 def preflight(plan):
@@ -222,9 +205,7 @@ def preflight(plan):
     if os.geteuid() != 0:
         problems.append("the container lab needs root (network namespaces, mounts, nspawn): "
                         "run as root")
-    for tool, package in TOOLS.items():
-        if not shutil.which(tool):
-            problems.append(f"'{tool}' not found: apt-get install {package}")
+    problems += missing_tools(TOOLS)
     if not Path("/dev/fuse").exists():
         problems.append("/dev/fuse is missing (Gluster's FUSE mounts need it): modprobe fuse")
     if "overlay" not in Path("/proc/filesystems").read_text():
@@ -252,7 +233,7 @@ def preflight(plan):
 def _lab_key(plan):
     path = key_path(plan)
     if not path.exists():
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubelab-{plan.name}",
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubelab-{plan.name}",
              "-f", str(path))
     path.chmod(0o600)
     return path
@@ -260,10 +241,10 @@ def _lab_key(plan):
 
 def _make_lab_network(plan):
     ns = lab_netns(plan)
-    _run("ip", "netns", "add", ns)
+    run("ip", "netns", "add", ns)
     # Set what we mean: a new namespace may inherit forwarding; no IPv6 link-local addresses
     # on the internal bridges either.
-    _run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
+    run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0",
          "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
     _ip(ns, "link", "set", "lo", "up")
     _ip(ns, "link", "add", MGMT_BRIDGE, "type", "bridge")
@@ -278,7 +259,7 @@ def _make_lab_network(plan):
 def _make_host_network(plan, host):
     """The container's own namespace with eth0.. named and addressed as the plan says."""
     ns, lab = host_netns(plan, host), lab_netns(plan)
-    _run("ip", "netns", "add", ns)
+    run("ip", "netns", "add", ns)
     bridges = {"mgmt": MGMT_BRIDGE, **{n.name: bridge(n) for n in plan.networks}}
     for nic in [host.mgmt, *host.nics]:
         end = host_end(host, nic)
@@ -300,7 +281,7 @@ def _make_root(plan, host, lower, public_key):
     upper, work, root = base / "upper", base / "work", base / "root"
     for d in (upper, work, root):
         d.mkdir(parents=True, exist_ok=True)
-    _run("mount", "-t", "overlay", "overlay", "-o",
+    run("mount", "-t", "overlay", "overlay", "-o",
          f"lowerdir={lower},upperdir={upper},workdir={work}", str(root))
     # Written through the overlay so copied-up directories keep their owners and modes.
     # The hostname stays the image's, as on a VM: the deploy sets it (and /etc/hosts).
@@ -374,7 +355,8 @@ def write_ssh_config(plan, hosts):
     path = ssh_config(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render("nspawn/ssh_config.j2", lab=plan.name, netns=lab_netns(plan),
-                           hosts=hosts, key=key_path(plan), control_path=ssh_control_path(plan)))
+                           hosts=hosts, key=key_path(plan),
+                           sharing=ssh_sharing(plan, [h.name for h in hosts])))
     return path
 
 
@@ -402,7 +384,7 @@ def _wait_for_ssh(plan, hosts, pids, config):
             if not _alive(pids[name]):
                 raise NspawnError(f"container {name} stopped while booting; its log "
                                   f"{_log(plan, host)} ends:\n{_tail(_log(plan, host))}")
-            port = _run("ip", "netns", "exec", lab_netns(plan), "nc", "-z", "-w", "1",
+            port = run("ip", "netns", "exec", lab_netns(plan), "nc", "-z", "-w", "1",
                         str(host.mgmt.address), "22", check=False)
             if port.returncode == 0 and _ssh_answers(config, name):
                 del pending[name]
@@ -417,7 +399,7 @@ def _wait_for_ssh(plan, hosts, pids, config):
 
 def up(plan, hosts=None):
     """Bring the plan's hosts (or the named subset) up as containers; returns the ssh config."""
-    selected = _selected(plan, hosts)
+    selected = plan.select(hosts)
     problems = preflight(plan)
     if problems:
         raise NspawnError("not starting the container lab:\n"
@@ -484,20 +466,6 @@ def _stop_containers(plan):
         time.sleep(0.1)
 
 
-def _close_ssh_masters(plan):
-    for host in plan.hosts:
-        _close_ssh_master(plan, host)
-
-
-def _close_ssh_master(plan, host):
-    config = ssh_config(plan)
-    socket = Path(ssh_control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
-    if config.exists() and socket.exists():
-        subprocess.run(["ssh", "-F", str(config), "-O", "exit", host.name],
-                       capture_output=True, timeout=10)
-        socket.unlink(missing_ok=True)
-
-
 def _claimed(plan):
     """Whether the objects named after this lab on the machine are ours to remove: the owner
     file names our state dir, or (a lab made before owner files) our overlays exist."""
@@ -508,10 +476,10 @@ def _remove_machine_objects(plan):
     for host in plan.hosts:
         shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
         if _netns_exists(host_netns(plan, host)):
-            _run("ip", "netns", "del", host_netns(plan, host))
+            run("ip", "netns", "del", host_netns(plan, host))
     _remove_cgroups(plan)
     if _netns_exists(lab_netns(plan)):
-        _run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
+        run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
 
 
 def destroy(plan):
@@ -520,15 +488,15 @@ def destroy(plan):
         raise NspawnError(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                           "not touching it")
     with phase(f"destroying container lab {plan.name}"):
-        _close_ssh_masters(plan)
+        close_ssh_masters(plan)
         _stop_containers(plan)
         for point in sorted(image.mounts_under(_hosts_dir(plan)), key=len, reverse=True):
-            if _run("umount", point, check=False).returncode != 0:
-                _run("umount", "-l", point, check=False)
+            if run("umount", point, check=False).returncode != 0:
+                run("umount", "-l", point, check=False)
         if _claimed(plan):
             _remove_machine_objects(plan)
         if _hosts_dir(plan).exists() and not image.mounts_under(_hosts_dir(plan)):
-            _run("rm", "-rf", "--one-file-system", str(_hosts_dir(plan)))
+            run("rm", "-rf", "--one-file-system", str(_hosts_dir(plan)))
         if ssh_config(plan).exists():
             ssh_config(plan).unlink()
         left = leftovers(plan)
@@ -541,8 +509,8 @@ def destroy(plan):
 
 
 def _root_interfaces():
-    run = _run("ip", "-o", "link", "show")
-    return {line.split(":")[1].strip().split("@")[0] for line in run.stdout.splitlines()}
+    links = run("ip", "-o", "link", "show").stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
 
 
 def _global_leftovers(plan):
@@ -586,7 +554,7 @@ def kill_host(plan, host):
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in mine) and time.monotonic() < deadline:
         time.sleep(0.05)
-    _close_ssh_master(plan, host)
+    close_ssh_masters(plan, [host])
 
 
 def start_host(plan, host):

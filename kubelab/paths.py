@@ -40,6 +40,18 @@ def ssh_control_path(plan):
     return f"/tmp/kubelab-{plan.name}-%r@%n"
 
 
+def ssh_sharing(plan, names):
+    """The ssh config block that shares one SSH connection per host among testinfra's and
+    pyinfra's runs, kept open a minute after the last use."""
+    return (f"Host {' '.join(names)}\n    ControlMaster auto\n"
+            f"    ControlPath {ssh_control_path(plan)}\n    ControlPersist 60s")
+
+
+def ssh_control_socket(plan, host):
+    """The socket of the shared connection to one host (every lab logs in as vagrant)."""
+    return Path(ssh_control_path(plan).replace("%r", "vagrant").replace("%n", host.name))
+
+
 def ssh_config(plan):
     """The ssh config `kubelab up` writes and inventory.py / testinfra read."""
     return Path(os.environ.get("KUBELAB_SSH_CONFIG", STATE / plan.name / "ssh_config"))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from netaddr import IPAddress, IPNetwork
 
 from kubelab import validate
+from kubelab.errors import LabError
 from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
 
 # Deploy order of the groups; `kubernetes` is masters + workers.
@@ -51,6 +52,15 @@ class Network:
 
 
 @dataclass
+class Group:
+    name: str
+    count: int
+    network: str | None   # its hosts' network (None for the gateway: it is on every one)
+    cpus: int
+    memory: int           # MiB
+
+
+@dataclass
 class Nic:
     network: str          # an internal network name, or "mgmt"
     device: str           # eth0 is management; eth1.. follow in plan order
@@ -81,6 +91,17 @@ class Host:
 
 
 @dataclass
+class Storage:
+    volumes: dict           # Gluster volume name -> replica count
+    kubernetes_volume: str  # the volume every Kubernetes host mounts ...
+    mount_root: str         # ... at mount_root/<volume>
+    ping_timeout: int       # seconds (the volumes' network.ping-timeout)
+
+    def mount_path(self, volume):
+        return f"{self.mount_root}/{volume}"
+
+
+@dataclass
 class Plan:
     name: str
     domain: str
@@ -88,7 +109,9 @@ class Plan:
     upstream_dns: list
     networks: list
     management: IPNetwork
+    management_hosts_from: IPAddress
     management_host_ip: IPAddress   # the lab side of the management network (ssh from here)
+    groups: dict                    # name -> Group, in deploy order
     hosts: list
     kubernetes_version: str
     pod_cidr: IPNetwork
@@ -100,7 +123,7 @@ class Plan:
     boxes: dict
     default_provider: str
     ssh_hosts: dict
-    spec: dict
+    storage: Storage
     warnings: list = field(default_factory=list)
 
     def network(self, name):
@@ -114,13 +137,28 @@ class Plan:
     def host(self, name):
         return next(h for h in self.hosts if h.name == name)
 
+    def hosts_on(self, network):
+        """The hosts with a planned address on a network (the gateway's legs left out)."""
+        return [h for h in self.hosts
+                if h.group != "gateway" and any(n.network == network for n in h.nics)]
+
+    def select(self, names=None):
+        """The planned hosts of `names` in plan order (all of them for None)."""
+        if names is None:
+            return list(self.hosts)
+        unknown = [n for n in names if n not in {h.name for h in self.hosts}]
+        if unknown:
+            raise LabError(f"unknown host(s) {', '.join(unknown)}: the plan has "
+                           f"{', '.join(h.name for h in self.hosts)}")
+        return [h for h in self.hosts if h.name in names]
+
     @property
     def gateway(self):
         return self.group("gateway")[0]
 
     def to_dict(self):
-        """The plan as JSON-friendly data (the spec itself left out)."""
-        return {k: v for k, v in _plain(self).items() if k != "spec"}
+        """The plan as JSON-friendly data."""
+        return _plain(self)
 
 
 def _plain(value):
@@ -166,6 +204,12 @@ def _networks(spec):
     return networks
 
 
+def _groups(spec):
+    return {name: Group(name, 1 if name == "gateway" else g["count"], g.get("network"),
+                        g["cpus"], g["memory"])
+            for name, g in ((name, spec["hosts"][name]) for name in GROUPS)}
+
+
 def _build_hosts(spec, networks):
     lab = spec["name"]
     mgmt = IPNetwork(spec["management"]["cidr"])
@@ -202,14 +246,21 @@ def build_plan(spec):
     return Plan(
         name=spec["name"], domain=spec["domain"], supernet=IPNetwork(spec["supernet"]),
         upstream_dns=[IPAddress(a) for a in spec["upstream_dns"]],
-        networks=networks, management=mgmt, management_host_ip=IPAddress(mgmt.first + 1),
+        networks=networks, management=mgmt,
+        management_hosts_from=IPAddress(spec["management"]["hosts_from"]),
+        management_host_ip=IPAddress(mgmt.first + 1), groups=_groups(spec),
         hosts=_build_hosts(spec, networks),
         kubernetes_version=k8s["version"], pod_cidr=IPNetwork(k8s["pod_cidr"]),
         service_cidr=IPNetwork(k8s["service_cidr"]), api_vip=IPAddress(k8s["api_vip"]),
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
         metallb_pool=IPRange.parse(k8s["metallb_pool"]),
         boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
-        ssh_hosts=spec.get("ssh_hosts", {}), spec=spec)
+        ssh_hosts=spec.get("ssh_hosts", {}), storage=_storage(spec["storage"]))
+
+
+def _storage(storage):
+    return Storage({name: v["replica"] for name, v in storage["volumes"].items()},
+                   storage["kubernetes_volume"], storage["mount_root"], storage["ping_timeout"])
 
 
 def load_plan(path):

@@ -12,6 +12,8 @@ import jsonschema
 import yaml
 
 SUPPORTED_KUBERNETES = ["1.35", "1.36", "1.37"]
+# Where hosts can run (kubelab.providers): Vagrant's VMs or systemd-nspawn containers.
+PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
 
 _ip = {"type": "string"}
 # Identifiers written into generated files (Vagrantfile, configs, names of bridges, files,
@@ -74,7 +76,7 @@ SCHEMA = _obj({
                     "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
         "kubernetes_volume": _volume, "mount_root": _mount_root,
         "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
-    "provider": _obj({"default": {"enum": ["virtualbox", "libvirt", "nspawn"]},
+    "provider": _obj({"default": {"enum": PROVIDERS},
                       "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
     # Existing machines (bare metal) reached over SSH: host name -> ssh address.

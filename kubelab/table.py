@@ -1,4 +1,4 @@
-"""The plan as a readable table: the seed's network table, then every host."""
+"""The plan as a readable table: the 2019 design's network table, then every host."""
 
 
 def _rows(rows):

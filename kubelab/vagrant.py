@@ -1,26 +1,36 @@
-"""Vagrant: the Vagrantfile rendered from the plan, and the VM lab's life cycle.
+"""Vagrant: the Vagrantfile rendered from the plan, and the VM lab's life cycle under
+either of Vagrant's providers (virtualbox, libvirt): what each needs of this machine
+(preflight), up, status and destroy.
 
 `kubelab up` keeps each lab's Vagrant state in its own directory (STATE/<lab>/vagrant)
 with a Vagrantfile rendered there, so any spec works the same way. The committed top-level
 Vagrantfile is the default spec's rendering for users who run `vagrant up` themselves.
 Domain and network names carry the lab's name, so the two cannot both run one lab unnoticed.
 """
+import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import vagrant as python_vagrant
+from netaddr import IPNetwork
 
+from kubelab import host
+from kubelab.box import remove_unused_volumes
 from kubelab.errors import LabError
-from kubelab.paths import (DEFAULT_SPEC, REPO, lab_dir, lab_provider, provider_file, ssh_config,
-                           ssh_control_path)
+from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
+from kubelab.system import VAGRANT_ENV, close_ssh_masters, missing_tools, run, virsh
 
 VM_PROVIDERS = ["virtualbox", "libvirt"]
-LIBVIRT_URI = "qemu:///system"
 # QEMU's translation cache per VM under software emulation (its default is 1 GiB).
 TCG_CACHE_MIB = 64
+# What a VM costs the host beyond its memory: QEMU itself plus, under software emulation,
+# its translation cache (capped in the Vagrantfile).
+VM_OVERHEAD_MIB = {"kvm": 128, "tcg": 128 + TCG_CACHE_MIB, "virtualbox": 128}
 TOP_LEVEL = REPO / "Vagrantfile"
 
 
@@ -28,11 +38,36 @@ class VagrantError(LabError):
     """A VM step failed; the message names what and how to go on."""
 
 
+# --- names: VMs and networks carry the lab's name, in libvirt and in VirtualBox ----------------
+
+def vm_prefix(plan):
+    """What every VM's name starts with (vagrant-libvirt's default_prefix)."""
+    return f"{plan.name}-"
+
+
+def vm_name(plan, vm):
+    """The name of a planned host's VM: its libvirt domain (vagrant-libvirt joins the prefix
+    and the host name) and its VirtualBox name."""
+    return f"{vm_prefix(plan)}{vm.name}"
+
+
+def network_name(plan, network):
+    """A lab network's name in libvirt and in VirtualBox: "mgmt" or a spec network's name."""
+    return f"{plan.name}-{network}"
+
+
+def network_names(plan):
+    """{network: its name in libvirt and VirtualBox} for mgmt and every spec network."""
+    return {n: network_name(plan, n) for n in ["mgmt", *(n.name for n in plan.networks)]}
+
+
 def vagrantfile(plan, hosts=None):
     """The Vagrantfile for the plan's hosts (or only those named in `hosts`)."""
     chosen = [h for h in plan.hosts if hosts is None or h.name in hosts]
     return render("vagrant/Vagrantfile.j2", plan=plan, hosts=chosen,
-                  networks={n.name: n for n in plan.networks}, tcg_cache_mib=TCG_CACHE_MIB)
+                  networks={n.name: n for n in plan.networks}, tcg_cache_mib=TCG_CACHE_MIB,
+                  prefix=vm_prefix(plan), vm_names={h.name: vm_name(plan, h) for h in chosen},
+                  network_names=network_names(plan))
 
 
 def write_vagrantfile(plan, path, hosts=None):
@@ -58,12 +93,122 @@ def vagrant_dir(plan):
     return path
 
 
+# --- preflight ----------------------------------------------------------------------------------
+
+def preflight(plan, provider):
+    """Problems that stop `kubelab up` with this provider, each with its fix; [] = ready."""
+    problems = missing_tools(["vagrant"])
+    if provider == "libvirt":
+        problems += _libvirt_problems(plan)
+    else:
+        problems += _virtualbox_problems()
+    return problems + _memory_problems(plan, provider)
+
+
+def notes(plan, provider):
+    """Facts worth knowing before `up` that are not problems."""
+    if provider == "libvirt" and not host.kvm_usable():
+        return ["KVM cannot run a guest here (no VT-x/AMD-V, or /dev/kvm does not open): the "
+                "VMs run under QEMU's software emulation (TCG), about 9x slower, with the "
+                "translation cache capped per VM"]
+    if provider == "virtualbox":
+        return ["VirtualBox: the lab uses internal networks, which VirtualBox's host-only "
+                "address rule (/etc/vbox/networks.conf) does not restrict"]
+    return []
+
+
+def _vagrant_says(*args):
+    return run("vagrant", *args, check=False, env={**os.environ, **VAGRANT_ENV}).stdout
+
+
+def _libvirt_problems(plan):
+    problems = missing_tools(["qemu-system-x86_64", "qemu-img", "virsh", "libvirtd"])
+    if shutil.which("vagrant") and "vagrant-libvirt" not in _vagrant_says("plugin", "list"):
+        problems.append("the vagrant-libvirt plugin is missing: run `kubelab host setup` "
+                        "(apt-get install vagrant-libvirt)")
+    if host.kvm_device_wrong():
+        problems.append("/dev/kvm is not root:kvm 0660 (no udev set it): libvirt would re-probe "
+                        "QEMU forever; run `kubelab host setup`, which sets it")
+    for daemon, path in host.DAEMONS:
+        if not host.socket_answers(path):
+            problems.append(f"{daemon} is not running: run `kubelab host setup`, which starts it")
+    box = plan.boxes["libvirt"]
+    if shutil.which("vagrant") and not re.search(rf"^{re.escape(box)}\s+\(libvirt,",
+                                                 _vagrant_says("box", "list"), re.M):
+        problems.append(f"the box {box} is not added to Vagrant: run `kubelab image build`")
+    if host.kvm_usable() and host.loaded("vboxdrv"):
+        problems.append("VirtualBox's vboxdrv module is loaded: VirtualBox and KVM cannot run "
+                        "VMs at once; stop VirtualBox's VMs and `modprobe -r vboxdrv`")
+    if shutil.which("virsh"):
+        problems += _network_clashes(plan)
+    return problems
+
+
+def _virtualbox_problems():
+    problems = []
+    if not shutil.which("VBoxManage"):
+        problems.append("VirtualBox is missing (VBoxManage): install it from virtualbox.org "
+                        "(Debian 12 has no package), or use --provider libvirt with the local box")
+    kvm = host.loaded("kvm_intel", "kvm_amd")
+    if kvm:
+        problems.append(f"KVM is active ({', '.join(kvm)}): VirtualBox and KVM cannot "
+                        f"run VMs at once; stop libvirt's VMs and `modprobe -r {' '.join(kvm)}`, "
+                        "or use --provider libvirt")
+    return problems
+
+
+def _memory_problems(plan, provider):
+    accel = provider if provider == "virtualbox" else ("kvm" if host.kvm_usable() else "tcg")
+    need = sum(h.memory + VM_OVERHEAD_MIB[accel] for h in plan.hosts)
+    available = host.available_mib()
+    if need > available:
+        return [f"the spec's {len(plan.hosts)} VMs need about {need} MiB (their memory plus "
+                f"{VM_OVERHEAD_MIB[accel]} MiB each for {accel}), this machine has {available} "
+                "MiB available: lower hosts.*.memory or the counts (examples/small.yaml fits "
+                "8 GiB), or stop other VMs"]
+    return []
+
+
+def _network_clashes(plan):
+    """Host addresses or other libvirt networks inside the lab's networks: vagrant-libvirt
+    would refuse them, and packets for the lab could go astray."""
+    ours = set(network_names(plan).values())
+    lab = [("management.cidr", plan.management)]
+    lab += [(f"networks.{n.name}.cidr", n.cidr) for n in plan.networks]
+    problems = []
+    bridges = set()
+    for name in virsh("net-list", "--all", "--name").split():
+        xml = virsh("net-dumpxml", name)
+        if name in ours:
+            bridges.update(re.findall(r"<bridge name='([^']+)'", xml))
+            continue
+        for address, mask in re.findall(r"<ip address='([\d.]+)' netmask='([\d.]+)'", xml):
+            problems += [f"libvirt network {name} uses {address}/{mask}, inside {path} "
+                         f"({cidr}): remove it (virsh net-destroy {name}; virsh net-undefine "
+                         f"{name}) or move {path}" for path, cidr in lab
+                         if IPNetwork(f"{address}/{mask}") in cidr or
+                         cidr in IPNetwork(f"{address}/{mask}")]
+    for link in json.loads(run("ip", "-j", "address", check=False).stdout or "[]"):
+        if link["ifname"] in bridges:
+            continue
+        for addr in link.get("addr_info", []):
+            if addr["family"] != "inet":
+                continue
+            net = IPNetwork(f"{addr['local']}/{addr['prefixlen']}")
+            problems += [f"interface {link['ifname']} holds {net}, which overlaps {path} "
+                         f"({cidr}): move {path} to a range this machine does not use"
+                         for path, cidr in lab if net.first <= cidr.last and cidr.first <= net.last]
+    return problems
+
+
+# --- life cycle ---------------------------------------------------------------------------------
+
 def _vagrant(plan, provider):
     # python-vagrant's env= replaces the whole environment: start from ours.
-    env = dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER=provider,
-               # VirtualBox gets the Gluster data disk through Vagrant's disks feature,
-               # still behind this flag in Vagrant 2.3.
-               VAGRANT_EXPERIMENTAL="disks")
+    env = {**os.environ, **VAGRANT_ENV, "VAGRANT_DEFAULT_PROVIDER": provider,
+           # VirtualBox gets the Gluster data disk through Vagrant's disks feature,
+           # still behind this flag in Vagrant 2.3.
+           "VAGRANT_EXPERIMENTAL": "disks"}
     return python_vagrant.Vagrant(root=str(vagrant_dir(plan)), env=env,
                                   quiet_stdout=False, quiet_stderr=False)
 
@@ -74,13 +219,7 @@ def up(plan, provider, hosts=None):
     Only the management NIC is configured by Vagrant: the internal NICs wait for the
     deploy (DHCP from the gateway), so bring-up never waits on them.
     """
-    if provider not in VM_PROVIDERS:
-        raise VagrantError(f"provider {provider!r} is not a VM provider; use one of {VM_PROVIDERS}")
-    unknown = set(hosts or ()) - {h.name for h in plan.hosts}
-    if unknown:
-        raise VagrantError(f"no such host(s) in the plan: {', '.join(sorted(unknown))}; "
-                           "`kubelab plan` lists them")
-    names = [h.name for h in plan.hosts if hosts is None or h.name in hosts]
+    names = [h.name for h in plan.select(hosts)]
     write_vagrantfile(plan, vagrant_dir(plan) / "Vagrantfile", hosts)
     provider_file(plan).write_text(provider + "\n")
     machine = _vagrant(plan, provider)
@@ -98,9 +237,7 @@ def write_ssh_config(plan, machine, names):
     sharing: testinfra and pyinfra then reuse one SSH connection per host."""
     path = ssh_config(plan)
     # One `vagrant ssh-config` for every VM of the Vagrantfile: each call costs seconds.
-    blocks = [machine.ssh_config().strip()]
-    blocks.append(f"Host {' '.join(names)}\n  ControlMaster auto\n"
-                  f"  ControlPath {ssh_control_path(plan)}\n  ControlPersist 60s")
+    blocks = [machine.ssh_config().strip(), ssh_sharing(plan, names)]
     tmp = path.with_name(path.name + ".tmp")
     tmp.touch(mode=0o600)
     tmp.write_text("\n\n".join(blocks) + "\n")
@@ -108,30 +245,15 @@ def write_ssh_config(plan, machine, names):
     return path
 
 
-def close_ssh(plan):
-    """Stop the shared SSH connections the ssh config's ControlPersist keeps open."""
-    path = ssh_config(plan)
-    if path.exists():
-        for host in plan.hosts:
-            subprocess.run(["ssh", "-F", str(path), "-O", "exit", host.name],
-                           capture_output=True, timeout=10)
-
-
-def status(plan):
+def status(plan, provider):
     """[(host name, state)] as Vagrant reports them; every planned host, created or not."""
-    provider = _recorded_provider(plan)
     write_vagrantfile(plan, vagrant_dir(plan) / "Vagrantfile")
     return [(s.name, s.state) for s in _vagrant(plan, provider).status()]
 
 
-def _recorded_provider(plan):
-    return lab_provider(plan) or plan.default_provider
-
-
-def destroy(plan):
+def destroy(plan, provider):
     """Remove every VM, volume and network of the lab, also what Vagrant lost track of."""
-    provider = _recorded_provider(plan)
-    close_ssh(plan)
+    close_ssh_masters(plan)
     # The full Vagrantfile: a superset of any `up` of some hosts only.
     write_vagrantfile(plan, vagrant_dir(plan) / "Vagrantfile")
     with phase(f"Destroying the VMs of {plan.name} ({provider})"):
@@ -141,13 +263,11 @@ def destroy(plan):
             raise VagrantError(f"`vagrant destroy` failed (exit {err.returncode}); see its "
                                "output above, fix that and run `kubelab destroy` again") from None
         if provider == "libvirt":
-            left = libvirt_leftovers(plan)
-            for kind, name in left:
-                _virsh(*REMOVE[kind], name)
+            for kind, name in libvirt_leftovers(plan):
+                virsh(*REMOVE[kind], name)
             if libvirt_leftovers(plan):
                 raise VagrantError(f"could not remove {libvirt_leftovers(plan)}; "
                                    "remove them with virsh")
-            from kubelab.box import remove_unused_volumes
             remove_unused_volumes(plan.boxes["libvirt"])
     ssh_config(plan).unlink(missing_ok=True)
     provider_file(plan).unlink(missing_ok=True)
@@ -159,21 +279,16 @@ REMOVE = {"domain": ("undefine", "--remove-all-storage", "--nvram"),
           "network-defined": ("net-undefine",), "volume": ("vol-delete", "--pool", "default")}
 
 
-def _virsh(*args):
-    return subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, *args],
-                          capture_output=True, text=True).stdout.split()
-
-
 def libvirt_leftovers(plan):
     """[(kind, name)] of the lab's libvirt objects, in the order they must be removed."""
-    domains = {f"{plan.name}-{h.name}" for h in plan.hosts}
-    networks = {f"{plan.name}-mgmt"} | {f"{plan.name}-{n.name}" for n in plan.networks}
-    found = [("running", d) for d in _virsh("list", "--name") if d in domains]
-    found += [("domain", d) for d in _virsh("list", "--all", "--name") if d in domains]
-    found += [("network", n) for n in _virsh("net-list", "--name") if n in networks]
-    found += [("network-defined", n) for n in _virsh("net-list", "--all", "--name")
+    domains = {vm_name(plan, h) for h in plan.hosts}
+    networks = set(network_names(plan).values())
+    found = [("running", d) for d in virsh("list", "--name").split() if d in domains]
+    found += [("domain", d) for d in virsh("list", "--all", "--name").split() if d in domains]
+    found += [("network", n) for n in virsh("net-list", "--name").split() if n in networks]
+    found += [("network-defined", n) for n in virsh("net-list", "--all", "--name").split()
               if n in networks]
-    volumes = _virsh("vol-list", "default")[::2]
+    volumes = virsh("vol-list", "default").split()[::2]
     found += [("volume", v) for v in volumes if any(v.startswith(d + ".") or v.startswith(d + "-")
                                                     for d in domains)]
     return found
@@ -181,23 +296,12 @@ def libvirt_leftovers(plan):
 
 # --- power cuts (failure drills) --------------------------------------------------------------
 
-def _require_libvirt(plan):
-    if _recorded_provider(plan) != "libvirt":
-        raise VagrantError("failure drills cut the power of libvirt VMs and containers; this "
-                           f"lab runs on {_recorded_provider(plan)}: power its VMs off by hand")
-
-
 def kill_host(plan, host):
-    """Pull one VM's plug (`virsh destroy`: no shutdown, its peers see it vanish)."""
-    _require_libvirt(plan)
-    subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "destroy", f"{plan.name}-{host.name}"],
-                   capture_output=True, check=True)
-    subprocess.run(["ssh", "-F", str(ssh_config(plan)), "-O", "exit", host.name],
-                   capture_output=True, timeout=10)
+    """Pull one libvirt VM's plug (`virsh destroy`: no shutdown, its peers see it vanish)."""
+    run("virsh", "-q", "-c", LIBVIRT_URI, "destroy", vm_name(plan, host))
+    close_ssh_masters(plan, [host])
 
 
 def start_host(plan, host):
-    """Power a VM that is off on again (the caller waits for its sshd)."""
-    _require_libvirt(plan)
-    subprocess.run(["virsh", "-q", "-c", LIBVIRT_URI, "start", f"{plan.name}-{host.name}"],
-                   capture_output=True, check=True)
+    """Power a libvirt VM that is off on again (the caller waits for its sshd)."""
+    run("virsh", "-q", "-c", LIBVIRT_URI, "start", vm_name(plan, host))

@@ -171,7 +171,7 @@ def _kubernetes_ranges(plan):
 
 
 def _group_network(plan, group):
-    name = plan.spec["hosts"][group]["network"]
+    name = plan.groups[group].network
     return next((n for n in plan.networks if n.name == name), None)
 
 
@@ -180,8 +180,7 @@ def _reserved(plan, network):
     items = [(f"networks.{network.name}.gateway", network.gateway),
              (f"the VM host's address on {network.name}", network.host_ip)]
     items += [(f"host {h.name}", h.nic(network.name).address)
-              for h in plan.hosts if h.group != "gateway" and
-              any(n.network == network.name for n in h.nics)]
+              for h in plan.hosts_on(network.name)]
     if plan.api_vip in network.cidr:
         items.append(("kubernetes.api_vip", plan.api_vip))
     return items
@@ -204,8 +203,7 @@ def _dhcp_ranges(plan):
 
 def _host_addresses(plan):
     for n in plan.networks:
-        hosts = [(f"host {h.name}", h.nic(n.name).address) for h in plan.hosts
-                 if h.group != "gateway" and any(x.network == n.name for x in h.nics)]
+        hosts = [(f"host {h.name}", h.nic(n.name).address) for h in plan.hosts_on(n.name)]
         fixed = [(f"networks.{n.name}.gateway", n.gateway),
                  (f"the VM host's address on {n.name}", n.host_ip),
                  ("kubernetes.api_vip", plan.api_vip)]
@@ -222,7 +220,7 @@ def _host_addresses(plan):
                 yield Problem(f"networks.{n.name}.hosts_from", str(n.hosts_from),
                               f"{what} would get {address}, which is {clash[0]}; "
                               "move hosts_from or lower the count")
-    hosts_from = str(plan.spec["management"]["hosts_from"])
+    hosts_from = str(plan.management_hosts_from)
     for h in plan.hosts:
         if not _usable(plan.management, h.mgmt.address):
             yield Problem("management.hosts_from", hosts_from,
@@ -239,7 +237,7 @@ def _host_addresses(plan):
 def _group_sizes(plan):
     names = {n.name for n in plan.networks}
     for group in ("loadbalancers", "masters", "workers", "storage"):
-        net = plan.spec["hosts"][group]["network"]
+        net = plan.groups[group].network
         if net not in names:
             yield Problem(f"hosts.{group}.network", net,
                           f"no such network; use one of {', '.join(sorted(names))}")
@@ -254,12 +252,12 @@ def _group_sizes(plan):
 
 def _resources(plan):
     for group, (memory, cpus) in ROLE_MINIMUM.items():
-        spec = plan.spec["hosts"][group]
-        if spec["memory"] < memory:
-            yield Problem(f"hosts.{group}.memory", spec["memory"],
+        planned = plan.groups[group]
+        if planned.memory < memory:
+            yield Problem(f"hosts.{group}.memory", planned.memory,
                           f"{group} need at least {memory} MiB")
-        if spec["cpus"] < cpus:
-            yield Problem(f"hosts.{group}.cpus", spec["cpus"], f"{group} need at least {cpus}")
+        if planned.cpus < cpus:
+            yield Problem(f"hosts.{group}.cpus", planned.cpus, f"{group} need at least {cpus}")
 
 
 def _version(plan):
@@ -277,17 +275,17 @@ def _ssh_hosts(plan):
 
 
 def _storage(plan):
-    storage = plan.spec["storage"]
+    storage = plan.storage
     hosts = len(plan.group("storage"))
-    for name, volume in storage["volumes"].items():
-        if hosts >= 3 and hosts % volume["replica"]:   # fewer: reported by _group_sizes
-            yield Problem(f"storage.volumes.{name}.replica", volume["replica"],
+    for name, replica in storage.volumes.items():
+        if hosts >= 3 and hosts % replica:   # fewer: reported by _group_sizes
+            yield Problem(f"storage.volumes.{name}.replica", replica,
                           f"must divide the number of storage hosts ({hosts}): each host holds "
                           "one brick of every volume; change the replica or hosts.storage.count")
-    if storage["kubernetes_volume"] not in storage["volumes"]:
-        yield Problem("storage.kubernetes_volume", storage["kubernetes_volume"],
+    if storage.kubernetes_volume not in storage.volumes:
+        yield Problem("storage.kubernetes_volume", storage.kubernetes_volume,
                       f"not a volume of storage.volumes; use one of "
-                      f"{', '.join(storage['volumes'])}")
+                      f"{', '.join(storage.volumes)}")
 
 
 def _warnings(plan):

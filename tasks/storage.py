@@ -8,7 +8,6 @@ signature at all; a disk that carries anything not made by kubelab stops the dep
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, OperationError, operation
@@ -31,22 +30,12 @@ PEER_WAIT_SECONDS = 60
 
 # --- what the spec says -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Volume:
-    name: str
-    replica: int
-
-
-def volumes(plan):
-    return [Volume(name, v["replica"]) for name, v in plan.spec["storage"]["volumes"].items()]
-
-
 def options(plan):
     """The options every volume gets. quorum-type auto: a replica set takes writes only while
     most of its bricks are up (no split brain); ping-timeout: how long a vanished brick
     blocks writes (chosen by `kubelab drill storage`)."""
     return {"cluster.quorum-type": "auto",
-            "network.ping-timeout": str(plan.spec["storage"]["ping_timeout"])}
+            "network.ping-timeout": str(plan.storage.ping_timeout)}
 
 
 def brick_path(volume_name):
@@ -298,8 +287,8 @@ def whole_pool_in_run(plan):
 def deploy(plan, me, secrets):
     if me.data_disk and not in_container():
         bricks_disk(plan, me)
-    for volume in volumes(plan):
-        files.directory(name=f"Brick directory of {volume.name}", path=brick_path(volume.name))
+    for volume in plan.storage.volumes:
+        files.directory(name=f"Brick directory of {volume}", path=brick_path(volume))
     systemd.service(name="Run glusterd now and at boot", service="glusterd", running=True,
                     enabled=True)
     if me != chosen(plan, "storage"):
@@ -311,9 +300,7 @@ def deploy(plan, me, secrets):
     peers_probed(name="Pool: every storage host probed and connected", names=others)
     # Bricks on the root filesystem (containers, or no data disk) need `force`.
     force = in_container() or not me.data_disk
-    for volume in volumes(plan):
-        volume_started(name=f"Volume {volume.name}: created and started", volume=volume.name,
-                       replica=volume.replica, brick_list=bricks(plan, volume.name),
-                       force=force)
-        volume_options(name=f"Volume {volume.name}: options", volume=volume.name,
-                       wanted=options(plan))
+    for volume, replica in plan.storage.volumes.items():
+        volume_started(name=f"Volume {volume}: created and started", volume=volume,
+                       replica=replica, brick_list=bricks(plan, volume), force=force)
+        volume_options(name=f"Volume {volume}: options", volume=volume, wanted=options(plan))

@@ -15,14 +15,10 @@ GROUPS = ("masters", "workers")
 PACKAGES = ["glusterfs-client"]
 
 
-def mount_path(plan, volume_name):
-    return f"{plan.spec['storage']['mount_root']}/{volume_name}"
-
-
 def kubernetes_mount(plan):
     """(volume name, mount path) of the volume every Kubernetes host mounts."""
-    volume = plan.spec["storage"]["kubernetes_volume"]
-    return volume, mount_path(plan, volume)
+    volume = plan.storage.kubernetes_volume
+    return volume, plan.storage.mount_path(volume)
 
 
 def unit_name(plan):

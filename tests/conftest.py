@@ -16,7 +16,7 @@ SMALL_SPEC = paths.REPO / "examples" / "small.yaml"
 @pytest.fixture(scope="session")
 def report(request):
     """report(line): print a measured figure to the terminal as it happens, past pytest's
-    output capture (the issues ask for these figures from every CI run)."""
+    output capture, so that every CI run shows them."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
 
     def write(line):

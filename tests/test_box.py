@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kubelab import box
+from kubelab.system import PACKAGES, CommandError
 
 pytestmark = pytest.mark.vm
 
@@ -17,7 +18,7 @@ def test_failed_build_leaves_nothing_mounted_or_attached(monkeypatch):
     monkeypatch.setattr(box, "BOOT_PACKAGES", ["kubelab-no-such-kernel"])
     entry = box.BOXES / box.box_hash()
     try:
-        with pytest.raises(box.BoxError) as err:
+        with pytest.raises(CommandError) as err:
             box.build_box("kubelab-test/never-added", force=True)
         assert "Unable to locate package kubelab-no-such-kernel" in str(err.value)
         assert not list(entry.glob("work-*"))
@@ -35,8 +36,8 @@ def test_missing_tools_are_named_before_anything_is_written(monkeypatch, tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
     with pytest.raises(box.BoxError) as err:
         box.build_box("kubelab-test/never-added", force=True)
-    for tool, package in box.TOOLS.items():
-        assert f"'{tool}' not found: apt-get install {package}" in str(err.value)
+    for tool in box.TOOLS:
+        assert f"'{tool}' not found: apt-get install {PACKAGES[tool]}" in str(err.value)
     assert not (tmp_path / "boxes").exists()
 
 

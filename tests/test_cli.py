@@ -1,4 +1,5 @@
-"""`kubelab plan` prints the seed's network table (corrected) and --json the same data."""
+"""`kubelab plan` prints the network table (CIDRs, DHCP ranges, gateways) and --json the
+same data."""
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ def kubelab(*args):
     return run.stdout
 
 
-def test_plan_table_is_the_seed_table():
+def test_plan_table_lists_every_network_and_range():
     plan = load_plan(DEFAULT_SPEC)
     lines = [" ".join(line.split()) for line in kubelab("plan").splitlines()]
     expected = [f"CIDR {plan.supernet}", f"POD CIDR {plan.pod_cidr}",
@@ -28,7 +29,7 @@ def test_plan_table_is_the_seed_table():
                      f"DNS/Gateway - {net.name} {net.gateway}"]
     for row in expected:
         assert row in lines
-    # The seed's slip is corrected: every DHCP range lies in its own subnet.
+    # Every DHCP range lies in its own subnet (the 2019 design's glus range did not).
     assert all(n.dhcp.first in n.cidr and n.dhcp.last in n.cidr for n in plan.networks)
 
 

@@ -12,6 +12,7 @@ import testinfra
 from netaddr import IPNetwork
 
 from kubelab import nspawn
+from kubelab.errors import LabError
 from kubelab.paths import REPO
 from kubelab.plan import load_plan
 from kubelab.provision import pyinfra_command, totals
@@ -131,7 +132,7 @@ def test_up_refuses_a_lab_that_is_already_up(container_lab):
 
 def test_up_refuses_unknown_hosts(container_lab):
     plan, _ = container_lab
-    with pytest.raises(nspawn.NspawnError, match="unknown host"):
+    with pytest.raises(LabError, match="unknown host"):
         nspawn.up(plan, ["no-such-host"])
 
 

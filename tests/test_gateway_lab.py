@@ -1,4 +1,4 @@
-"""Issue 4 on a real container lab (examples/small.yaml, under a lab name of this module's
+"""The deploy on a real container lab (examples/small.yaml, under a lab name of this module's
 own, so the session's untouched lab never sees a deployed host): the deploy from nothing,
 every host check, a second deploy that changes nothing, the checks again; then every host
 rebooted, the checks and a deploy that changes nothing. Prints the deploy and reboot times.
@@ -52,7 +52,7 @@ def test_gateway_and_baseline_deploy_check_and_rerun_without_change(gateway_lab,
             line for line in output.splitlines() if "Success" in line or "|" in line)
     assert second["unchanged"] == first["changed"] + first["unchanged"]
     checks(plan, ssh_env)
-    report(f"issue 4 on {len(plan.hosts)} containers: first deploy {first_s:.1f} s "
+    report(f"deploy on {len(plan.hosts)} containers: first deploy {first_s:.1f} s "
            f"({first['changed']} changes), second deploy {second_s:.1f} s (no change); "
            f"checks: {passed.strip().splitlines()[-1]}")
 

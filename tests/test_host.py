@@ -3,9 +3,16 @@ import subprocess
 
 import yaml
 
-from kubelab import host, nspawn
+from kubelab import host, nspawn, vagrant
 from kubelab.paths import DEFAULT_SPEC
 from kubelab.plan import load_plan
+from kubelab.providers import PROVIDERS
+from kubelab.system import PACKAGES
+
+
+def check(plan, provider):
+    """What `kubelab host check --provider PROVIDER` lists."""
+    return PROVIDERS[provider].preflight(plan)
 
 
 def _plan(tmp_path, overrides=None):
@@ -16,18 +23,18 @@ def _plan(tmp_path, overrides=None):
 
 def test_missing_tools_are_named_with_their_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
-    problems = host.check(_plan(tmp_path), "libvirt")
+    problems = check(_plan(tmp_path), "libvirt")
     for tool in ("vagrant", "qemu-system-x86_64", "qemu-img", "virsh", "libvirtd"):
-        found = [p for p in problems if p.startswith(f"{tool} is missing")]
-        assert found and "kubelab host setup" in found[0], problems
-    vbox = host.check(_plan(tmp_path), "virtualbox")
+        assert f"'{tool}' not found: apt-get install {PACKAGES[tool]} (or `kubelab host " \
+               "setup`)" in problems, problems
+    vbox = check(_plan(tmp_path), "virtualbox")
     assert any(p.startswith("VirtualBox is missing") for p in vbox)
 
 
 def test_more_memory_than_the_machine_has_is_a_problem(tmp_path):
     plan = _plan(tmp_path, {"hosts": {"workers": {"memory": host.available_mib()}}})
-    for provider in host.VM_PROVIDERS:
-        problems = [p for p in host.check(plan, provider) if "MiB available" in p]
+    for provider in vagrant.VM_PROVIDERS:
+        problems = [p for p in check(plan, provider) if "MiB available" in p]
         assert len(problems) == 1 and "hosts.*.memory" in problems[0]
 
 
@@ -35,14 +42,14 @@ def test_the_default_spec_fits_a_machine_like_ours(tmp_path, monkeypatch):
     """24 GiB, of which about 22 are available with nothing else running (not read from this
     machine: a lab running beside the tests would make the answer vary)."""
     monkeypatch.setattr(host, "available_mib", lambda: 22 * 1024)
-    assert not [p for p in host.check(_plan(tmp_path), "libvirt") if "MiB available" in p]
+    assert not [p for p in check(_plan(tmp_path), "libvirt") if "MiB available" in p]
 
 
 def test_containers_need_their_own_tools_not_the_vms(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))      # nothing installed
-    problems = host.check(_plan(tmp_path), "nspawn")
-    for tool, package in nspawn.TOOLS.items():
-        assert f"'{tool}' not found: apt-get install {package}" in problems
+    problems = check(_plan(tmp_path), "nspawn")
+    for tool in nspawn.TOOLS:
+        assert f"'{tool}' not found: apt-get install {PACKAGES[tool]}" in " ".join(problems)
     assert not [p for p in problems if "vagrant" in p or "libvirt" in p], problems
 
 

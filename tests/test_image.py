@@ -7,6 +7,7 @@ import pytest
 
 import tasks
 from kubelab import image
+from kubelab.system import CommandError
 from tasks import gateway
 
 
@@ -155,7 +156,7 @@ def test_a_failed_build_leaves_nothing_mounted_or_half_written(monkeypatch, tmp_
     /sys and /dev mounted in the chroot: nothing stays mounted, no rootfs is left."""
     monkeypatch.setattr(image, "IMAGE_CACHE", tmp_path)
     monkeypatch.setattr(gateway, "PACKAGES", ["kubelab-no-such-package"])
-    with pytest.raises(image.ImageError, match="kubelab-no-such-package"):
+    with pytest.raises(CommandError, match="kubelab-no-such-package"):
         image.build()
     entry = tmp_path / image.image_hash()
     assert not (entry / "rootfs").exists()

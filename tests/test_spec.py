@@ -6,9 +6,10 @@ import sys
 import pytest
 import yaml
 
+from kubelab import validate
 from kubelab.paths import DEFAULT_SPEC, REPO
-from kubelab.plan import load_plan
-from kubelab.spec import SpecError
+from kubelab.plan import GROUPS, load_plan
+from kubelab.spec import SpecError, read_yaml
 
 
 def write_spec(tmp_path, overrides, name="spec.yaml"):
@@ -96,7 +97,7 @@ def test_pod_and_service_cidr_overlap(tmp_path):
 
 
 def test_dhcp_range_outside_its_subnet(tmp_path):
-    # The seed's own slip: the glus range written inside the node subnet.
+    # The 2019 design's own slip: the glus range written inside the node subnet.
     found = paths(tmp_path, {"networks": {"glus": {"dhcp": "192.168.2.50-192.168.2.200"}}})
     assert found == ["networks.glus.dhcp"]
 
@@ -298,3 +299,36 @@ def test_long_values_are_shortened_and_blocks_never_echoed(tmp_path):
 def test_a_key_at_the_wrong_level_says_where_it_belongs(tmp_path, key, where):
     found = problems(tmp_path, {key: 1})
     assert found[0].path == key and where in found[0].message
+
+
+def test_the_plan_carries_every_groups_network_cpus_and_memory(tmp_path):
+    """What the rules need of the host groups comes from the plan: it keeps no spec."""
+    spec = write_spec(tmp_path, {"hosts": {"workers": {"cpus": 3, "memory": 3072}}})
+    raw = read_yaml(spec)["hosts"]
+    plan = load_plan(spec)
+    assert list(plan.groups) == GROUPS
+    for name, group in plan.groups.items():
+        assert (group.cpus, group.memory) == (raw[name]["cpus"], raw[name]["memory"])
+        assert group.network == raw[name].get("network")
+        assert group.count == len(plan.group(name))
+        for host in plan.group(name):
+            assert (host.cpus, host.memory) == (group.cpus, group.memory)
+            if group.network:
+                assert [n.network for n in host.nics] == [group.network]
+    assert plan.groups["workers"].cpus == 3
+    assert not hasattr(plan, "spec") and "spec" not in plan.to_dict()
+    assert plan.to_dict()["groups"]["workers"]["memory"] == 3072
+    for net in plan.networks:
+        assert plan.hosts_on(net.name) == [h for h in plan.hosts if h.group != "gateway" and
+                                           plan.groups[h.group].network == net.name]
+
+
+def test_the_rules_read_the_plan(tmp_path):
+    """A plan changed after planning is judged on what it now says."""
+    plan = load_plan(DEFAULT_SPEC)
+    plan.groups["masters"].memory = 512
+    plan.groups["storage"].network = "nosuchnet"
+    with pytest.raises(SpecError) as err:
+        validate.check(plan, "test")
+    assert {p.path for p in err.value.problems} >= {"hosts.masters.memory",
+                                                    "hosts.storage.network"}

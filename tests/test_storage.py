@@ -53,8 +53,9 @@ def test_the_volume_for_kubernetes_must_be_a_volume(tmp_path):
         "storage.kubernetes_volume"]
 
 
-@pytest.mark.parametrize("volume, path", [({"9lives": {"replica": 3}}, "storage.volumes"),
-                                          ({"one": {"replica": 1}}, "storage.volumes.one.replica")])
+@pytest.mark.parametrize("volume, path", [
+    ({"9lives": {"replica": 3}}, "storage.volumes"),
+    ({"one": {"replica": 1}}, "storage.volumes.one.replica")])
 def test_bad_volume_names_and_replicas(tmp_path, volume, path):
     assert list(problems(tmp_path, {"storage": {"volumes": {"kube": {"replica": 3}, **volume}}})) \
         == [path]
@@ -180,7 +181,7 @@ def test_a_made_pool_is_left_alone_and_a_changed_option_is_set(tmp_path):
     events, _ = fake_deploy(tmp_path, SMALL, made)
     ran = storage_commands(events, plan)
     first = plan.group("storage")[0].name
-    ping = plan.spec["storage"]["ping_timeout"]
+    ping = plan.storage.ping_timeout
     assert ran[first] == [f"gluster --mode=script volume set kube network.ping-timeout {ping}"]
     assert all(ran[h.name] == [] for h in plan.group("storage")[1:])
 

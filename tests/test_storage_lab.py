@@ -1,4 +1,4 @@
-"""Issue 12 on a real container lab of its own (examples/small.yaml's gateway, storage hosts
+"""The Gluster pool on a real container lab of its own (examples/small.yaml's gateway, storage hosts
 and Kubernetes hosts): the deploy from nothing makes the Gluster pool, its volume and the
 mounts; the storage checks pass; a second deploy changes nothing; `kubelab drill storage
 --json` cuts a storage host's power under write load and loses nothing; a storage host
@@ -16,7 +16,7 @@ from kubelab.plan import load_plan
 from tests.conftest import derived_spec, start_lab
 
 pytestmark = pytest.mark.lab
-STALL_GOAL_S = 5        # issue 12: writes stall at most this long when a storage host dies
+STALL_GOAL_S = 5        # the goal: writes stall at most this long when a storage host dies
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_deploy_makes_the_pool_and_the_mounts_and_a_rerun_changes_nothing(storag
     second, output, second_s = deploy(plan, spec)
     assert second["changed"] == 0, "the second deploy changed something:\n" + "\n".join(
         line for line in output.splitlines() if "Success" in line or "|" in line)
-    report(f"issue 12 on {len(plan.group('storage'))} storage + "
+    report(f"storage stages on {len(plan.group('storage'))} storage + "
            f"{len(plan.group('kubernetes'))} Kubernetes containers: first deploy {first_s:.1f} s "
            f"({first['changed']} changes), second {second_s:.1f} s (no change); storage "
            f"checks: {passed}")

@@ -8,7 +8,7 @@ import pytest
 
 from kubelab.paths import DEFAULT_SPEC, REPO, TEMPLATES
 from kubelab.plan import load_plan
-from kubelab.vagrant import TOP_LEVEL, vagrantfile, write_vagrantfile
+from kubelab.vagrant import TOP_LEVEL, network_name, vagrantfile, write_vagrantfile
 
 SPECS = [DEFAULT_SPEC, *sorted((REPO / "examples").glob("*.yaml"))]
 HARNESS = REPO / "tests" / "virtualbox_usable.rb"
@@ -54,7 +54,7 @@ def test_every_host_gets_its_planned_machine(spec):
         expected = []
         for nic in host.nics:
             net = plan.network(nic.network)
-            name = f"{plan.name}-{net.name}"
+            name = network_name(plan, net.name)
             expected.append((str(nic.address), str(net.netmask), nic.mac.replace(":", ""),
                              name, name, str(net.host_ip)))
         assert nics == expected

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from kubelab import providers
 from kubelab.errors import LabError
 from kubelab.paths import lab_provider, ssh_config
 
@@ -70,26 +71,21 @@ def _quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _backend(plan):
-    provider = lab_provider(plan)
-    if provider is None:
+def _provider(plan):
+    if lab_provider(plan) is None:
         raise DrillError(f"lab {plan.name} is not up: bring it up and deploy it first "
                          "(`kubelab create`)")
-    if provider == "nspawn":
-        from kubelab import nspawn
-        return nspawn
-    from kubelab import vagrant
-    return vagrant
+    return providers.resolve(plan)
 
 
 def power_cut(plan, host):
     """Cut a host's power: no shutdown, its peers see it vanish."""
-    _backend(plan).kill_host(plan, host)
+    _provider(plan).power_cut(plan, host)
 
 
 def power_on(plan, host):
     """Power a host on again and wait until it answers over SSH."""
-    _backend(plan).start_host(plan, host)
+    _provider(plan).power_on(plan, host)
     deadline = time.monotonic() + SSH_TIMEOUT
     while time.monotonic() < deadline:
         probe = subprocess.run(ssh_command(plan, host, "true", shared=False),

@@ -143,7 +143,7 @@ def run(plan, timeline):
     volume, mount = storage_clients.kubernetes_mount(plan)
     client = plan.group("kubernetes")[0]
     victim, survivor = plan.group("storage")[0], plan.group("storage")[1]
-    replica = next(v.replica for v in storage.volumes(plan) if v.name == volume)
+    replica = plan.storage.volumes[volume]
     drill_id = uuid.uuid4().hex[:8]
     directory = f"{mount}/.kubelab-drill-{drill_id}"
     log, stop = f"/var/tmp/kubelab-drill-{drill_id}.log", f"/var/tmp/kubelab-drill-{drill_id}.stop"
@@ -212,7 +212,7 @@ def run(plan, timeline):
         "missing_brick_copies": missing_copies,
         "heal_s": round(heal_s, 1),
         "down_s": round(back - cut, 1),
-        "ping_timeout_s": plan.spec["storage"]["ping_timeout"],
+        "ping_timeout_s": plan.storage.ping_timeout,
         "killed_host": victim.name,
         "client": client.name,
         "spurious_disconnects": sum(n for fqdn, n in disconnects.items()

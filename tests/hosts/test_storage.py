@@ -51,7 +51,7 @@ def test_bricks_on_the_data_disk_or_in_a_directory(storage_host, connect, plan):
     mount = host.mount_point(storage.BRICKS)
     if host.run("systemd-detect-virt --container").rc == 0:
         assert not mount.exists
-        assert host.file(storage.brick_path(storage.volumes(plan)[0].name)).is_directory
+        assert all(host.file(storage.brick_path(v)).is_directory for v in plan.storage.volumes)
         return
     fs_uuid = storage.disk_uuid(plan, storage_host)
     assert mount.exists and mount.filesystem == "xfs"
@@ -63,28 +63,28 @@ def test_bricks_on_the_data_disk_or_in_a_directory(storage_host, connect, plan):
 def test_pool_every_volume_started_with_every_brick_online(storage_host, connect, plan):
     host = connect(storage_host)
     found = storage.Volumes().process(run_ok(host, "gluster volume info all --xml").splitlines())
-    for volume in storage.volumes(plan):
-        info = found.get(volume.name)
-        assert info and info["started"], f"volume {volume.name} not started: {info}"
-        assert info["replica"] == volume.replica
-        assert info["bricks"] == storage.bricks(plan, volume.name)
+    for volume, replica in plan.storage.volumes.items():
+        info = found.get(volume)
+        assert info and info["started"], f"volume {volume} not started: {info}"
+        assert info["replica"] == replica
+        assert info["bricks"] == storage.bricks(plan, volume)
         assert {k: info["options"].get(k) for k in storage.options(plan)} == storage.options(plan)
 
-        def online(name=volume.name):
+        def online(name=volume):
             out = run_ok(host, f"gluster volume status {name} --xml")
             bricks = [n for n in storage.parse_xml(out).iter("node") if n.findtext("path")
                       and n.findtext("path").startswith("/")]
             return len(bricks) == len(info["bricks"]) and \
                 all(b.findtext("status") == "1" for b in bricks)
-        eventually(online, f"volume {volume.name}: not every brick online")
+        eventually(online, f"volume {volume}: not every brick online")
 
 
 def test_pool_nothing_waits_for_heal(storage_host, connect, plan):
     host = connect(storage_host)
-    for volume in storage.volumes(plan):
-        def healed(name=volume.name):
+    for volume in plan.storage.volumes:
+        def healed(name=volume):
             return storage.heal_pending(run_ok(host, f"gluster volume heal {name} info")) == 0
-        eventually(healed, f"volume {volume.name}: entries wait for heal")
+        eventually(healed, f"volume {volume}: entries wait for heal")
 
 
 # --- the Kubernetes hosts -------------------------------------------------------------------
