@@ -10,6 +10,8 @@
   verify    check every host (pytest + testinfra)
   create    up + provision + verify
   status    what is running
+  kubeconfig  the path of the lab's kubeconfig (kubectl --kubeconfig PATH ...)
+  headlamp  Headlamp's address and a login token of its read-only account
   drill     break one part of the running lab on purpose and measure (a failure drill)
   destroy   remove every host, network and disk the lab made (asks first)
 """
@@ -118,6 +120,37 @@ def cmd_status(plan, args):
         print(f"  {name:20} {state}")
 
 
+def _kubeconfig(plan):
+    from tasks.control_plane import kubeconfig_path
+    path = kubeconfig_path(plan)
+    if not path.exists():
+        raise LabError(f"no kubeconfig at {path} yet: the deploy fetches it from the first "
+                       "master once the cluster is up (`kubelab provision` on VMs or hosts)")
+    return path
+
+
+def cmd_kubeconfig(plan, args):
+    print(_kubeconfig(plan))
+
+
+def cmd_headlamp(plan, args):
+    """Headlamp's URL, and a token (1 h) of its read-only account to log in with."""
+    import subprocess
+
+    from tasks.addons import HEADLAMP_ACCOUNT, headlamp_address
+    if not shutil.which("kubectl"):
+        raise LabError("kubectl is not installed on this machine; install it (e.g. from "
+                       "pkgs.k8s.io) or run `kubectl -n kube-system create token "
+                       f"{HEADLAMP_ACCOUNT}` on a master")
+    run = subprocess.run(["kubectl", "--kubeconfig", str(_kubeconfig(plan)), "-n", "kube-system",
+                          "create", "token", HEADLAMP_ACCOUNT, "--duration", "1h"],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode:
+        raise LabError(f"kubectl create token failed: {run.stderr.strip()}")
+    print(f"Headlamp: http://{headlamp_address(plan)}/ (read-only); token, valid 1 h:")
+    print(run.stdout.strip())
+
+
 def cmd_drill(plan, args):
     from kubelab import drills
     drills.main(plan, args.name, args.json)
@@ -171,6 +204,8 @@ def _parser():
     add("provision", cmd_provision, "configure every host (pyinfra)")
     add("verify", cmd_verify, "check every host (pytest + testinfra)")
     add("status", cmd_status, "what is running")
+    add("kubeconfig", cmd_kubeconfig, "the path of the lab's kubeconfig")
+    add("headlamp", cmd_headlamp, "Headlamp's address and a read-only login token")
     from kubelab.drills import names as drill_names
     p = add("drill", cmd_drill, "a failure drill on the running lab")
     p.add_argument("name", choices=drill_names())

@@ -81,3 +81,37 @@ class StaleService(FactBase):
 
     def process(self, output):
         return "stale" in output
+
+
+class Exists(FactBase):
+    """Whether a path exists (the state a run-once step leaves behind, e.g. kubeadm's
+    admin.conf)."""
+
+    def command(self, path):
+        return f"test -e {path} && echo yes || true"
+
+    def process(self, output):
+        return "".join(output).strip() == "yes"
+
+
+class Codename(FactBase):
+    """The Debian release's code name (bookworm, trixie): third-party apt repositories such
+    as Docker's have one suite per release."""
+
+    def command(self):
+        return "sed -n 's/^VERSION_CODENAME=//p' /etc/os-release"
+
+    def process(self, output):
+        return "".join(output).strip()
+
+
+class SwapDevices(FactBase):
+    """The swap areas in use (kubelet refuses to run beside swap by default)."""
+
+    default = list
+
+    def command(self):
+        return "tail -n +2 /proc/swaps"
+
+    def process(self, output):
+        return [line.split()[0] for line in output if line.strip()]

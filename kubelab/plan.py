@@ -93,12 +93,8 @@ class Host:
 @dataclass
 class Storage:
     volumes: dict           # Gluster volume name -> replica count
-    kubernetes_volume: str  # the volume every Kubernetes host mounts ...
-    mount_root: str         # ... at mount_root/<volume>
+    kubernetes_volume: str  # the volume every Kubernetes host mounts (at shared_volume_path)
     ping_timeout: int       # seconds (the volumes' network.ping-timeout)
-
-    def mount_path(self, volume):
-        return f"{self.mount_root}/{volume}"
 
 
 @dataclass
@@ -120,6 +116,8 @@ class Plan:
     api_port: int
     api_name: str
     metallb_pool: IPRange
+    dns_domain: str             # the cluster's: Services' names end in it
+    shared_volume_path: str     # the Gluster mount on every Kubernetes node
     boxes: dict
     default_provider: str
     ssh_hosts: dict
@@ -253,14 +251,15 @@ def build_plan(spec):
         kubernetes_version=k8s["version"], pod_cidr=IPNetwork(k8s["pod_cidr"]),
         service_cidr=IPNetwork(k8s["service_cidr"]), api_vip=IPAddress(k8s["api_vip"]),
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
-        metallb_pool=IPRange.parse(k8s["metallb_pool"]),
+        metallb_pool=IPRange.parse(k8s["metallb_pool"]), dns_domain=k8s["dns_domain"],
+        shared_volume_path=k8s["shared_volume_path"],
         boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
         ssh_hosts=spec.get("ssh_hosts", {}), storage=_storage(spec["storage"]))
 
 
 def _storage(storage):
     return Storage({name: v["replica"] for name, v in storage["volumes"].items()},
-                   storage["kubernetes_volume"], storage["mount_root"], storage["ping_timeout"])
+                   storage["kubernetes_volume"], storage["ping_timeout"])
 
 
 def load_plan(path):

@@ -41,7 +41,7 @@ def lab_secrets(plan):
     missing = {name: make() for name, make in GENERATORS.items() if name not in known}
     if missing:
         known.update(missing)
-        _write_private(path, json.dumps(known, indent=2, sort_keys=True) + "\n")
+        write_private(path, json.dumps(known, indent=2, sort_keys=True) + "\n")
     return known
 
 
@@ -50,7 +50,7 @@ def remove(plan):
     secrets_file(plan).unlink(missing_ok=True)
 
 
-def _write_private(path, text):
+def write_private(path, text):
     """Write `text` to `path` with mode 0600 from the first byte, replacing it whole."""
     os.chmod(path.parent, 0o700)
     fresh = path.with_name(path.name + ".new")

@@ -30,9 +30,6 @@ _mac = {"type": "string", "pattern": r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$",
         "description": "a MAC address in lower case, e.g. 52:54:00:12:34:56"}
 _volume = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
            "description": "a Gluster volume name: a letter, then letters, digits, '_', '-'"}
-_mount_root = {"type": "string", "pattern": r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$",
-               "description": "an absolute path of plain names (letters, digits, '.', '_', "
-                              "'-'), e.g. /mnt/gluster"}
 _range = {"type": "string", "description": "first-last"}
 _size = {"type": "integer", "minimum": 1}
 
@@ -69,12 +66,13 @@ SCHEMA = _obj({
     "kubernetes": _obj({
         "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "metallb_pool": _range}),
+        "metallb_pool": _range, "dns_domain": {"type": "string"},
+        "shared_volume_path": {"type": "string"}}),
     "storage": _obj({
         # Gluster volumes by name: replica sets across the storage hosts, in host order.
         "volumes": {"type": "object", "minProperties": 1, "propertyNames": _volume,
                     "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
-        "kubernetes_volume": _volume, "mount_root": _mount_root,
+        "kubernetes_volume": _volume,
         "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
     "provider": _obj({"default": {"enum": PROVIDERS},
                       "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),

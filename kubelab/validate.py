@@ -19,6 +19,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NETWORK_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 # A container's machine name is <lab>-<host>, a host name: at most 63 characters.
 MACHINE_NAME_MAX = 63
+# Each Kubernetes node gets a /24 of the pod CIDR (kube-controller-manager's and Flannel's
+# default subnet size).
+NODE_POD_PREFIX = 24
 
 
 def _address_fields(spec):
@@ -96,6 +99,12 @@ def _names(plan):
         if not NETWORK_NAME.match(net.name):
             yield Problem(f"networks.{net.name}", net.name, "network names are 1-10 lower-case "
                           "letters and digits, starting with a letter (e.g. mast, node)")
+    if not all(DNS_LABEL.match(part) for part in plan.dns_domain.split(".")):
+        yield Problem("kubernetes.dns_domain", plan.dns_domain,
+                      "must be DNS labels joined by dots, e.g. cluster.local")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", plan.shared_volume_path):
+        yield Problem("kubernetes.shared_volume_path", plan.shared_volume_path,
+                      "must be an absolute path of plain names, e.g. /mnt/gluster/kube")
     seen = {}
     for host in plan.hosts:
         path = _group_path(plan, host.group)
@@ -156,6 +165,12 @@ def _kubernetes_ranges(plan):
             if _overlap(cidr, net):
                 yield Problem(f"kubernetes.{key}", str(cidr), f"overlaps host network {path} "
                               f"({net}); pick a range no host network uses")
+    nodes = len(plan.group("kubernetes"))
+    if 2 ** max(NODE_POD_PREFIX - plan.pod_cidr.prefixlen, -1) < nodes:
+        need = NODE_POD_PREFIX - (nodes - 1).bit_length()
+        yield Problem("kubernetes.pod_cidr", str(plan.pod_cidr), f"too small for {nodes} "
+                      f"Kubernetes nodes, each of which takes a /{NODE_POD_PREFIX}; use a "
+                      f"/{need} or larger")
     if _overlap(plan.pod_cidr, plan.service_cidr):
         yield Problem("kubernetes.service_cidr", str(plan.service_cidr),
                       f"overlaps kubernetes.pod_cidr ({plan.pod_cidr}); pick separate ranges")

@@ -8,8 +8,8 @@ from functools import lru_cache
 from kubelab.paths import spec_path
 from kubelab.plan import load_plan
 from kubelab.secrets import lab_secrets
-from tasks import (baseline, gateway, kubernetes, loadbalancers, network, storage,
-                   storage_clients)
+from tasks import (addons, baseline, control_plane, gateway, kubernetes, loadbalancers, network,
+                   storage, storage_clients, workers)
 from tasks.helpers import applies, stage_files
 
 STAGES = [
@@ -19,7 +19,10 @@ STAGES = [
     loadbalancers,   # HAProxy + the API's virtual IP
     storage,         # the Gluster pool
     storage_clients, # the Kubernetes hosts' mount of the volume for Kubernetes
-    kubernetes,      # the Kubernetes hosts
+    kubernetes,      # the Kubernetes hosts: containerd, kubelet, kubeadm
+    control_plane,   # kubeadm init, the other masters join (the API through the VIP)
+    workers,         # the workers join
+    addons,          # Flannel, MetalLB, the Gluster StorageClass, Headlamp (on the mount)
 ]
 
 

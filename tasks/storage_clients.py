@@ -1,5 +1,6 @@
 """The Kubernetes hosts' mount of the Gluster volume for Kubernetes (storage.kubernetes_volume)
-with the FUSE client, at storage.mount_root/<volume>.
+with the FUSE client, at kubernetes.shared_volume_path (where the StorageClass keeps its
+volumes).
 
 The mount is a line of /etc/fstab (_netdev, and backup volfile servers: it does not depend on
 the first storage host being up) marked noauto, mounted by a unit of its own at boot and
@@ -17,8 +18,7 @@ PACKAGES = ["glusterfs-client"]
 
 def kubernetes_mount(plan):
     """(volume name, mount path) of the volume every Kubernetes host mounts."""
-    volume = plan.storage.kubernetes_volume
-    return volume, plan.storage.mount_path(volume)
+    return plan.storage.kubernetes_volume, plan.shared_volume_path
 
 
 def unit_name(plan):

@@ -164,7 +164,8 @@ def fresh_host(host, virt):
 
 def fake_deploy(tmp_path, spec, responses):
     """Run `pyinfra -y inventory deploy.py` on @fake hosts. Returns ([(op, host, command)]
-    in execution order, pyinfra's result totals)."""
+    in execution order, with what operations note about a host as "note: ...", pyinfra's
+    result totals)."""
     code, output = fake_run(tmp_path, spec, responses)
     assert code == 0, output[-3000:]
     return fake_events(output), totals(output)
@@ -190,7 +191,7 @@ def fake_run(tmp_path, spec, responses):
 
 
 def fake_events(output):
-    """[(op, host, command)] in execution order."""
+    """[(op, host, command or "note: ...")] in execution order."""
     events, op = [], None
     for line in output.splitlines():
         if line.startswith("--> Starting operation: "):
@@ -198,6 +199,10 @@ def fake_events(output):
         match = re.match(r"^\[@fake/([^\]]+)\]\s+>>> (.*)$", line)
         if match and op:
             events.append((op, match.group(1), match.group(2)))
+        # What an operation says about its host (noop: ..., a join's summary), as a note.
+        note = re.match(r"^\s+\[@fake/([^\]]+)\] (?:noop|note): (.*)$", line)
+        if note and op:
+            events.append((op, note.group(1), f"note: {note.group(2)}"))
     return events
 
 

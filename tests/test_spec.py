@@ -184,6 +184,20 @@ def test_unsupported_kubernetes_version(tmp_path):
     assert "1.36" in found[0].message
 
 
+def test_pod_cidr_too_small_for_the_nodes(tmp_path):
+    # The default lab has 5 Kubernetes nodes, a /24 each: a /22 holds only 4.
+    found = problems(tmp_path, {"kubernetes": {"pod_cidr": "10.244.0.0/22"}})
+    assert [p.path for p in found] == ["kubernetes.pod_cidr"]
+    assert "5 Kubernetes nodes" in found[0].message and "/21 or larger" in found[0].message
+    assert load_plan(write_spec(tmp_path, {"kubernetes": {"pod_cidr": "10.244.0.0/21"}}))
+
+
+def test_cluster_dns_domain_and_shared_volume_path_are_checked(tmp_path):
+    found = problems(tmp_path, {"kubernetes": {"dns_domain": "Cluster_Local",
+                                               "shared_volume_path": "mnt/gluster"}})
+    assert [p.path for p in found] == ["kubernetes.dns_domain", "kubernetes.shared_volume_path"]
+
+
 def test_unknown_network_for_a_group(tmp_path):
     assert paths(tmp_path, {"hosts": {"workers": {"network": "nodes"}}}) == \
         ["hosts.workers.network"]

@@ -39,12 +39,12 @@ def test_fewer_than_three_storage_hosts_is_refused_once(tmp_path):
         ["hosts.storage.count"]
 
 
-@pytest.mark.parametrize("root", ["mnt/gluster", "/", "/mnt/my gluster", "/mnt/../etc",
-                                  "/mnt/x'y"])
-def test_a_mount_path_that_is_not_absolute_is_refused(tmp_path, root):
-    found = problems(tmp_path, {"storage": {"mount_root": root}})
-    assert list(found) == ["storage.mount_root"]
-    assert "absolute path" in found["storage.mount_root"]
+@pytest.mark.parametrize("path", ["mnt/gluster", "/", "/mnt/my gluster", "/mnt/x'y"])
+def test_a_mount_path_that_is_not_absolute_is_refused(tmp_path, path):
+    """The Kubernetes hosts mount the volume where the StorageClass keeps its volumes."""
+    found = problems(tmp_path, {"kubernetes": {"shared_volume_path": path}})
+    assert list(found) == ["kubernetes.shared_volume_path"]
+    assert "absolute path" in found["kubernetes.shared_volume_path"]
 
 
 def test_the_volume_for_kubernetes_must_be_a_volume(tmp_path):
