@@ -1,4 +1,4 @@
-"""The libvirt box (kubelab/debian12 by default): the image's rootfs on a bootable disk.
+"""The libvirt box (kubelab.debian.BOXES["libvirt"]): the image's rootfs on a bootable disk.
 
 The rootfs (kubelab.image) is copied into a partitioned raw disk on a loop device; the
 kernel and grub are installed there in a chroot (native speed, not in a slow guest); the

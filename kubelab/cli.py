@@ -3,7 +3,7 @@
   plan      hosts, networks, addresses and ranges (--json for machines)
   render    write the Vagrantfile, and every derived file under .kubelab/<lab>/rendered
   diagram   draw the network map as an SVG image
-  image     build the local Debian 12 image (container rootfs + libvirt box)
+  image     build the local Debian image (container rootfs + libvirt box)
   host      check this machine for what a provider needs / install it
   up        bring the hosts up (virtualbox, libvirt or nspawn containers)
   provision configure every host group in order (pyinfra)
@@ -65,7 +65,10 @@ def cmd_diagram(plan, args):
 
 def cmd_image(plan, args):
     from kubelab import box, image
-    print(f"rootfs: {image.build(force=args.force)}")
+    root = image.build(force=args.force)
+    print(f"rootfs: {root}")
+    for stage, versions in image.stage_versions(root).items():
+        print(f"  {stage}: {versions}")
     if not args.rootfs_only:
         box.build_box(plan.boxes["libvirt"], force=args.force)
 
@@ -189,7 +192,7 @@ def _parser():
     add("render", cmd_render, "write the Vagrantfile and every derived file")
     add("diagram", cmd_diagram, "draw the network map (SVG)").add_argument(
         "-o", "--output", help="file to write (default: the lab's state dir)")
-    p = add("image", cmd_image, "build the local Debian 12 image")
+    p = add("image", cmd_image, "build the local Debian image")
     p.add_argument("action", choices=["build"])
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--rootfs-only", action="store_true", help="only the container rootfs")

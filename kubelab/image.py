@@ -1,6 +1,8 @@
-"""The Debian 12 root filesystem every host boots: containers directly, VMs inside the box.
+"""The Debian root filesystem every host boots (the release of kubelab.debian): containers
+directly, VMs inside the box.
 
-Built locally with debootstrap from the Debian archive this machine's apt already uses, then
+Built locally with debootstrap from the Debian archive this machine's apt already uses (for
+the image's suite, or for this machine's own release, e.g. a Debian 12 lab machine), then
 every stage's packages (tasks.image_packages) installed in a chroot with their services disabled:
 hosts come up clean and the deploy enables what each role needs.
 
@@ -21,21 +23,25 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from kubelab.debian import SUITE
 from kubelab.errors import LabError
 from kubelab.paths import IMAGE_CACHE, REPO
 from kubelab.progress import phase
 from kubelab.system import missing_tools, run
-from tasks import image_packages
+from tasks import image_packages, stage_packages
 
-SUITE = "bookworm"
 FILES = REPO / "files" / "image"
 # What a bootable system needs beyond the roles' packages (kernel and grub: the box adds them).
-BASE_PACKAGES = ["systemd-sysv", "dbus", "libpam-systemd", "udev", "ca-certificates"]
+# linux-sysctl-defaults: Debian's sysctl defaults (in systemd up to Debian 12), among them the
+# ping_group_range that lets users ping now that trixie's ping has no cap_net_raw.
+BASE_PACKAGES = ["systemd-sysv", "dbus", "libpam-systemd", "udev", "ca-certificates",
+                 "linux-sysctl-defaults"]
 # Services the image keeps enabled: how every host is reached and gets its first address.
 KEEP_ENABLED = {"ssh.service", "networking.service"}
 # Background apt runs would hold dpkg's lock while the deploy installs: the deploy runs apt.
 ALSO_DISABLED = ["apt-daily.timer", "apt-daily-upgrade.timer"]
 APT_SOURCES = Path("/etc/apt")
+OS_RELEASE = Path("/etc/os-release")
 VAGRANT_PACKAGE = "vagrant"
 CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
               "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
@@ -92,11 +98,27 @@ def _host_sources():
     return sources
 
 
+def _host_release():
+    """This machine's release codename (VERSION_CODENAME of /etc/os-release), or None."""
+    try:
+        found = re.search(r'^VERSION_CODENAME="?([a-z]+)"?$', OS_RELEASE.read_text(), re.M)
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
 def _suite_sources():
-    """The host's sources for our suite (SUITE, SUITE-updates, SUITE-security)."""
-    return [s for s in _host_sources()
-            if "deb" in s["types"].split()
-            and all(x == SUITE or x.startswith(SUITE + "-") for x in s["suites"].split())]
+    """The Debian archive's sources for our suite (SUITE, SUITE-updates, SUITE-security):
+    the host's sources for SUITE, or else those for the host's own release, renamed (the lab
+    machine may run an older Debian than its hosts)."""
+    host_sources = [s for s in _host_sources() if "deb" in s["types"].split()]
+    for release in (SUITE, _host_release()):
+        found = [dict(s, suites=" ".join(SUITE + x[len(release):] for x in s["suites"].split()))
+                 for s in host_sources if release and
+                 all(x == release or x.startswith(release + "-") for x in s["suites"].split())]
+        if found:
+            return found
+    return []
 
 
 def mirror():
@@ -108,9 +130,9 @@ def mirror():
         if SUITE in s["suites"].split() and s["uris"]:
             return s["uris"].split()[0].rstrip("/")
     raise ImageError(
-        f"no Debian mirror for '{SUITE}' found in {APT_SOURCES}/sources.list or "
-        f"{APT_SOURCES}/sources.list.d/*.sources: add one there, or set "
-        "KUBELAB_DEBIAN_MIRROR=<archive URL>")
+        f"no Debian mirror for '{SUITE}' (or this machine's release, {_host_release()}) found "
+        f"in {APT_SOURCES}/sources.list or {APT_SOURCES}/sources.list.d/*.sources: add one "
+        "there, or set KUBELAB_DEBIAN_MIRROR=<archive URL>")
 
 
 def image_sources():
@@ -236,6 +258,15 @@ done"""
 def _installed(root):
     return run("chroot", str(root), "dpkg-query", "-W", "-f", "${Package}\\n",
                env=CHROOT_ENV).stdout.split()
+
+
+def stage_versions(root):
+    """{stage: "package version, ..."}: what the image holds of each stage's packages."""
+    listed = run("chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
+                 *image_packages(), env=CHROOT_ENV).stdout
+    version = dict(line.split() for line in listed.splitlines())
+    return {stage: ", ".join(f"{p} {version[p]}" for p in names)
+            for stage, names in stage_packages().items()}
 
 
 def _configure_system(root, log):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from netaddr import IPAddress, IPNetwork
 
-from kubelab import validate
+from kubelab import debian, validate
 from kubelab.errors import LabError
 from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
 
@@ -190,14 +190,26 @@ def _host_names(spec):
                 yield group, f"{g['prefix']}{i:02d}", g
 
 
+def _host_ip(cidr, taken, ranges):
+    """The lab machine's address on a network (libvirt gives it one on every network it
+    makes): the highest usable address that nothing else takes, so that any gateway works."""
+    for address in range(cidr.last - 1, cidr.first, -1):
+        if address not in taken and not any(r.first <= IPAddress(address) <= r.last
+                                            for r in ranges):
+            return IPAddress(address)
+    return IPAddress(cidr.first)    # a network too small for it; validate says so
+
+
 def _networks(spec):
+    k8s = spec["kubernetes"]
+    vip, pool = int(IPAddress(k8s["api_vip"])), IPRange.parse(k8s["metallb_pool"])
     networks = []
     for index, (name, n) in enumerate(spec["networks"].items()):
         cidr = IPNetwork(n["cidr"])
         gateway = IPAddress(n["gateway"])
-        # The VM host's address: the last address below the gateway (the plan checks it is free).
-        host_ip = IPAddress(int(gateway) - 1)
-        networks.append(Network(name, index, cidr, gateway, IPRange.parse(n["dhcp"]),
+        dhcp = IPRange.parse(n["dhcp"])
+        host_ip = _host_ip(cidr, {int(gateway), vip}, [dhcp, pool])
+        networks.append(Network(name, index, cidr, gateway, dhcp,
                                 IPAddress(n["hosts_from"]), host_ip))
     return networks
 
@@ -253,7 +265,7 @@ def build_plan(spec):
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
         metallb_pool=IPRange.parse(k8s["metallb_pool"]), dns_domain=k8s["dns_domain"],
         shared_volume_path=k8s["shared_volume_path"],
-        boxes=spec["provider"]["boxes"], default_provider=spec["provider"]["default"],
+        boxes=dict(debian.BOXES), default_provider=spec["provider"]["default"],
         ssh_hosts=spec.get("ssh_hosts", {}), storage=_storage(spec["storage"]))
 
 

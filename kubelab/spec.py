@@ -14,12 +14,13 @@ import yaml
 SUPPORTED_KUBERNETES = ["1.35", "1.36", "1.37"]
 # Where hosts can run (kubelab.providers): Vagrant's VMs or systemd-nspawn containers.
 PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
+# Keys older specs had, with what replaced them.
+REMOVED = {"provider.boxes": "the boxes follow the image's Debian release (kubelab/debian.py); "
+                             "remove this key"}
 
 _ip = {"type": "string"}
 # Identifiers written into generated files (Vagrantfile, configs, names of bridges, files,
 # libvirt objects): a strict pattern each, with the fix in the field's own words.
-_box = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
-        "description": "a Vagrant box name: owner/name, letters, digits, '.', '_', '-'"}
 _user = {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,31}$",
          "description": "a Unix user name: lower-case letters, digits, '_', '-'"}
 _file = {"type": "string", "pattern": r"^[^\x00-\x1f'\"\\]+$",
@@ -74,8 +75,8 @@ SCHEMA = _obj({
                     "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
         "kubernetes_volume": _volume,
         "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
-    "provider": _obj({"default": {"enum": PROVIDERS},
-                      "boxes": _obj({"virtualbox": _box, "libvirt": _box})}),
+    # The boxes follow the image's Debian release (kubelab.debian), not the spec.
+    "provider": _obj({"default": {"enum": PROVIDERS}}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {
     # Existing machines (bare metal) reached over SSH: host name -> ssh address.
     "type": "object", "additionalProperties": _obj(
@@ -220,7 +221,7 @@ def _describe(error):
             else:
                 hint = f"allowed here: {', '.join(allowed)}"
             path = key if where == "(top level)" else f"{where}.{key}"
-            problems.append(Problem(path, None, f"unknown key; {hint}"))
+            problems.append(Problem(path, None, REMOVED.get(path, f"unknown key; {hint}")))
         return problems
     if error.validator == "required":
         missing = error.message.split("'")[1]

@@ -80,7 +80,7 @@ def check(plan, source):
     """Raise SpecError with every problem in the plan; keep warnings on plan.warnings."""
     problems = []
     for rule in (_names, _network_layout, _kubernetes_ranges, _dhcp_ranges, _host_addresses,
-                 _group_sizes, _resources, _version, _ssh_hosts, _storage):
+                 _group_sizes, _resources, _version, _ssh_hosts, _upstream_dns, _storage):
         problems.extend(rule(plan))
     if problems:
         raise SpecError(source, problems)
@@ -143,9 +143,8 @@ def _network_layout(plan):
             yield Problem(f"{path}.gateway", str(n.gateway),
                           f"must be a usable address inside {n.cidr}")
         elif not _usable(n.cidr, n.host_ip):
-            yield Problem(f"{path}.gateway", str(n.gateway),
-                          f"the VM host takes the address just below the gateway, here "
-                          f"{n.host_ip}, which is not usable; move the gateway up (e.g. .254)")
+            yield Problem(f"{path}.cidr", str(n.cidr), "leaves no free address for the lab "
+                          "machine (libvirt holds one on every network); widen the network")
 
 
 def _overlap(a, b):
@@ -174,6 +173,20 @@ def _kubernetes_ranges(plan):
     if _overlap(plan.pod_cidr, plan.service_cidr):
         yield Problem("kubernetes.service_cidr", str(plan.service_cidr),
                       f"overlaps kubernetes.pod_cidr ({plan.pod_cidr}); pick separate ranges")
+    for key in ("pod_cidr", "service_cidr"):
+        if getattr(plan, key).version != 4:
+            yield Problem(f"kubernetes.{key}", str(getattr(plan, key)), "must be an IPv4 range "
+                          "like the lab's networks (kubelab builds single-stack IPv4 clusters)")
+    for n in plan.networks:
+        fixed = [(f"networks.{n.name}.gateway", n.gateway),
+                 (f"the lab machine's address on {n.name}", n.host_ip)]
+        for what, address in fixed:
+            if address == plan.api_vip:
+                yield Problem("kubernetes.api_vip", str(plan.api_vip), f"is {what}; the VIP "
+                              "needs an address of its own")
+            if address in plan.metallb_pool:
+                yield Problem("kubernetes.metallb_pool", str(plan.metallb_pool),
+                              f"contains {address} ({what}); MetalLB would hand it to a Service")
     lb_net = _group_network(plan, "loadbalancers")
     if lb_net and not _usable(lb_net.cidr, plan.api_vip):
         yield Problem("kubernetes.api_vip", str(plan.api_vip), f"must be inside the load "
@@ -183,6 +196,18 @@ def _kubernetes_ranges(plan):
     if node_net and not (_usable(node_net.cidr, pool.first) and _usable(node_net.cidr, pool.last)):
         yield Problem("kubernetes.metallb_pool", str(pool), f"must be inside the workers' "
                       f"network {node_net.name} ({node_net.cidr}): MetalLB layer 2 answers ARP there")
+
+
+def _upstream_dns(plan):
+    """The gateway's dnsmasq forwards other names upstream: never to itself or into the lab."""
+    for i, server in enumerate(plan.upstream_dns):
+        inside = [n.name for n in plan.networks if server in n.cidr]
+        if server in plan.management:
+            inside.append("management")
+        if inside or server.is_loopback():
+            yield Problem(f"upstream_dns.{i}", str(server), "is inside the lab "
+                          f"({', '.join(inside) or 'loopback'}): the gateway's dnsmasq would "
+                          "forward to itself; name resolvers outside the lab")
 
 
 def _group_network(plan, group):

@@ -10,7 +10,7 @@ from kubelab.plan import load_plan
 from kubelab.secrets import lab_secrets
 from tasks import (addons, baseline, control_plane, gateway, kubernetes, loadbalancers, network,
                    storage, storage_clients, workers)
-from tasks.helpers import applies, stage_files
+from tasks.helpers import applies, stage_files, stage_name
 
 STAGES = [
     baseline,        # every host: name, common packages
@@ -35,9 +35,14 @@ def host_files(plan, me, secrets):
     return out
 
 
+def stage_packages():
+    """{stage name: its Debian packages} of the stages that have some."""
+    return {stage_name(s): s.PACKAGES for s in STAGES if s.PACKAGES}
+
+
 def image_packages():
     """Every stage's packages: the image pre-installs them all (services off)."""
-    return sorted({p for stage in STAGES for p in stage.PACKAGES})
+    return sorted({p for packages in stage_packages().values() for p in packages})
 
 
 @lru_cache(maxsize=1)

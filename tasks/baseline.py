@@ -7,7 +7,7 @@ from tasks.helpers import put, render_files, restart_if_changed
 NAME = "Baseline"
 GROUPS = ("gateway", "loadbalancers", "masters", "workers", "storage")
 PACKAGES = ["sudo", "openssh-server", "python3", "chrony", "iproute2", "iputils-ping",
-            "isc-dhcp-client", "ifupdown", "netcat-openbsd", "dnsutils", "kmod", "procps"]
+            "isc-dhcp-client", "ifupdown", "netcat-openbsd", "bind9-dnsutils", "kmod", "procps"]
 FILES = {"/etc/systemd/networkd.conf.d/kubelab.conf": "baseline/networkd.conf.j2"}
 
 

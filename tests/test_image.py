@@ -1,4 +1,4 @@
-"""The Debian 12 image: where its mirror comes from, what its hash covers, and (lab) what the
+"""The Debian image: where its mirror comes from, what its hash covers, and (lab) what the
 built root filesystem holds."""
 import fcntl
 import subprocess
@@ -41,6 +41,9 @@ Components: main
 @pytest.fixture
 def apt_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(image, "APT_SOURCES", tmp_path / "apt")
+    monkeypatch.setattr(image, "OS_RELEASE", tmp_path / "os-release")
+    (tmp_path / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
+                                         'VERSION_CODENAME=bookworm\n')
     monkeypatch.delenv("KUBELAB_DEBIAN_MIRROR", raising=False)
     return tmp_path / "apt"
 
@@ -51,6 +54,20 @@ def test_mirror_comes_from_deb822_sources(apt_dir):
     text = image.image_sources()
     assert "http://archive.example/debian-security" in text
     assert "third-party" not in text      # only the suite's own sources go into the image
+
+
+def test_a_machine_of_an_older_release_lends_its_archive(apt_dir):
+    """A Debian 12 lab machine has sources for bookworm only: the image takes the same
+    archive, security archive and signing key, for its own suite."""
+    write_apt(apt_dir, sources=DEB822.replace(image.SUITE, "bookworm"))
+    assert image.mirror() == "http://archive.example/debian"
+    stanzas = image.image_sources().split("\n\n")
+    assert len(stanzas) == 2 and "third-party" not in image.image_sources()
+    assert f"Suites: {image.SUITE} {image.SUITE}-updates\n" in stanzas[0]
+    assert "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" in stanzas[0]
+    assert "URIs: http://archive.example/debian-security\n" in stanzas[1]
+    assert f"Suites: {image.SUITE}-security\n" in stanzas[1]
+    assert "bookworm" not in image.image_sources()
 
 
 def test_mirror_comes_from_one_line_sources_list(apt_dir):
@@ -136,8 +153,12 @@ def test_rootfs_holds_what_every_host_needs():
     assert not list((root / "etc/ssh").glob("ssh_host_*"))
     assert enabled(root, "ssh-hostkeys.service") == "enabled"
     assert enabled(root, "ssh.service") == "enabled"
-    for unit in ("dnsmasq", "haproxy", "corosync", "pacemaker", "chrony", "glusterd"):
+    # sshd-keygen would make an RSA key too at first boot (20-40 s under emulation).
+    for unit in ("dnsmasq", "haproxy", "corosync", "pacemaker", "chrony", "glusterd",
+                 "sshd-keygen"):
         assert enabled(root, f"{unit}.service") != "enabled", unit
+    versions = image.stage_versions(root)
+    assert "haproxy " in versions["loadbalancers"] and "fuse3 " in versions["storage"]
     keys = (root / "home/vagrant/.ssh/authorized_keys").read_text()
     assert keys.strip() == image.vagrant_public_key().strip()
     assert "NOPASSWD" in (root / "etc/sudoers.d/vagrant").read_text()

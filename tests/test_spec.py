@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from kubelab import validate
+from kubelab import debian, validate
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import GROUPS, load_plan
 from kubelab.spec import SpecError, read_yaml
@@ -42,6 +42,15 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     assert paths(tmp_path, {"netwroks": {}}) == ["netwroks"]
+
+
+def test_boxes_come_from_the_image_release_not_the_spec(tmp_path):
+    found = problems(tmp_path, {"provider": {"boxes": {"libvirt": "kubelab/debian12"}}})
+    assert [p.path for p in found] == ["provider.boxes"]
+    assert "kubelab/debian.py" in found[0].message
+    plan = load_plan(DEFAULT_SPEC)
+    assert plan.boxes == {"virtualbox": f"debian/{debian.SUITE}64",
+                          "libvirt": f"kubelab/debian{debian.VERSION}"}
 
 
 def test_wrong_type(tmp_path):
@@ -135,12 +144,6 @@ def test_more_hosts_than_the_subnet_holds(tmp_path):
 def test_host_addresses_running_into_the_vip(tmp_path):
     found = problems(tmp_path, {"hosts": {"loadbalancers": {"count": 12}}})
     assert any(p.path == "networks.dmz.hosts_from" and "api_vip" in p.message for p in found)
-
-
-def test_gateway_leaving_no_address_for_the_vm_host(tmp_path):
-    found = problems(tmp_path, {"networks": {"mast": {"gateway": "192.168.1.1"}}})
-    assert [p.path for p in found] == ["networks.mast.gateway"]
-    assert "192.168.1.0" in found[0].message and "move the gateway up" in found[0].message
 
 
 def test_management_hosts_on_the_lab_machines_own_address(tmp_path):
@@ -346,3 +349,30 @@ def test_the_rules_read_the_plan(tmp_path):
         validate.check(plan, "test")
     assert {p.path for p in err.value.problems} >= {"hosts.masters.memory",
                                                     "hosts.storage.network"}
+
+
+# --- accepted but wrong, refused but valid -----------------------------------------------------
+
+def test_a_gateway_at_dot_one_is_valid(tmp_path):
+    plan = load_plan(write_spec(tmp_path, {"networks": {
+        n: {"gateway": f"192.168.{i}.1", "dhcp": f"192.168.{i}.50-192.168.{i}.200"}
+        for i, n in enumerate(["mast", "node", "glus", "dmz"], start=1)}}))
+    for net in plan.networks:
+        assert net.host_ip not in (net.gateway, *[h.nic(net.name).address
+                                                  for h in plan.hosts_on(net.name)])
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"kubernetes": {"api_vip": "192.168.4.254"}}, "kubernetes.api_vip"),
+    ({"kubernetes": {"metallb_pool": "192.168.2.240-192.168.2.254"}}, "kubernetes.metallb_pool"),
+    ({"kubernetes": {"pod_cidr": "fd00:10::/56"}}, "kubernetes.pod_cidr"),
+    ({"upstream_dns": ["192.168.1.254"]}, "upstream_dns.0"),
+    ({"upstream_dns": ["127.0.0.1"]}, "upstream_dns.0"),
+])
+def test_accepted_but_wrong_is_refused(tmp_path, overrides, field):
+    assert field in paths(tmp_path, overrides)
+
+
+def test_a_gateway_at_zero_is_a_message(tmp_path):
+    found = problems(tmp_path, {"networks": {"mast": {"gateway": "0.0.0.0"}}})
+    assert "networks.mast.gateway" in [p.path for p in found]
