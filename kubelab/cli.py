@@ -17,6 +17,7 @@
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 
@@ -230,6 +231,10 @@ def main(argv=None):
         print(f"warning: {warning}", file=sys.stderr)
     try:
         return args.func(plan, args) or 0
+    except BrokenPipeError:
+        # The reader went away (`kubelab plan | head`): stop quietly, as a Unix tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except LabError as err:
         print(f"kubelab {args.command}: {err}", file=sys.stderr)
         return 1

@@ -541,8 +541,15 @@ def leftovers(plan):
 # --- power cuts (failure drills) --------------------------------------------------------------
 
 def kill_host(plan, host):
-    """Pull one container's plug: SIGKILL its supervisor (no restart), its nspawn and every
-    process inside at once. Nothing shuts down cleanly; its peers see it vanish."""
+    """Pull one container's plug: its internal NICs go dark at once, then SIGKILL its
+    supervisor (no restart), its nspawn and every process inside. Nothing shuts down
+    cleanly; its peers see it vanish."""
+    # The NICs first, as a power cut takes a VM's at once: killing the processes takes
+    # a moment, during which a half-dead host would still answer. The namespace outlives the
+    # container, and addresses it held (a VIP) would answer ARP there: they go too. Its next
+    # boot brings the NICs up again.
+    for nic in host.nics:
+        _ip(host_netns(plan, host), "link", "set", nic.device, "down")
     procs = _lab_processes(plan)
     mine = [pid for pid, (name, _) in procs.items() if name == host.name]
     for pid in sorted(mine, key=lambda p: procs[p][1] != "sh"):      # the supervisor first
@@ -554,6 +561,8 @@ def kill_host(plan, host):
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in mine) and time.monotonic() < deadline:
         time.sleep(0.05)
+    for nic in host.nics:
+        _ip(host_netns(plan, host), "addr", "flush", "dev", nic.device)
     close_ssh_masters(plan, [host])
 
 

@@ -118,6 +118,8 @@ class Plan:
     metallb_pool: IPRange
     dns_domain: str             # the cluster's: Services' names end in it
     shared_volume_path: str     # the Gluster mount on every Kubernetes node
+    corosync_token_ms: int      # how long the load balancers' cluster waits for a lost node
+    stats_port: int             # HAProxy's stats page, on each load balancer's own address
     boxes: dict
     default_provider: str
     ssh_hosts: dict
@@ -265,6 +267,8 @@ def build_plan(spec):
         api_port=k8s["api_port"], api_name=f"api.{spec['domain']}",
         metallb_pool=IPRange.parse(k8s["metallb_pool"]), dns_domain=k8s["dns_domain"],
         shared_volume_path=k8s["shared_volume_path"],
+        corosync_token_ms=spec["loadbalancers"]["corosync_token_ms"],
+        stats_port=spec["loadbalancers"]["stats_port"],
         boxes=dict(debian.BOXES), default_provider=spec["provider"]["default"],
         ssh_hosts=spec.get("ssh_hosts", {}), storage=_storage(spec["storage"]))
 

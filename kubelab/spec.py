@@ -75,6 +75,10 @@ SCHEMA = _obj({
                     "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
         "kubernetes_volume": _volume,
         "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
+    # The load balancers' cluster: corosync's token (the time to declare a node dead, which
+    # bounds a hard failover) and HAProxy's stats port (on each node's own address).
+    "loadbalancers": _obj({"corosync_token_ms": {"type": "integer", "minimum": 100},
+                           "stats_port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
     # The boxes follow the image's Debian release (kubelab.debian), not the spec.
     "provider": _obj({"default": {"enum": PROVIDERS}}),
 }, {"extends": {"type": "string"}, "ssh_hosts": {

@@ -281,6 +281,9 @@ def _group_sizes(plan):
         if net not in names:
             yield Problem(f"hosts.{group}.network", net,
                           f"no such network; use one of {', '.join(sorted(names))}")
+    if not plan.group("loadbalancers"):
+        yield Problem("hosts.loadbalancers.count", 0, "the API's VIP needs a load balancer to "
+                      "hold it; set count: 2 (1 works, without failover)")
     masters = len(plan.group("masters"))
     if masters == 0 or masters % 2 == 0:
         yield Problem("hosts.masters.count", masters, "etcd needs an odd number of masters "
@@ -329,6 +332,6 @@ def _storage(plan):
 
 
 def _warnings(plan):
-    if len(plan.group("loadbalancers")) < 2:
-        yield ("hosts.loadbalancers.count: fewer than 2 HAProxy hosts, so the API VIP "
+    if len(plan.group("loadbalancers")) == 1:
+        yield ("hosts.loadbalancers.count: one HAProxy host, a one-node cluster: the API VIP "
                f"{plan.api_vip} has nowhere to fail over to; set count: 2 for high availability")

@@ -75,3 +75,18 @@ def test_render_writes_every_hosts_files_and_drops_those_of_removed_hosts(tmp_pa
     out = render(1)
     assert not (out / "hosts" / last).exists()
     assert not (out.parent / "rendered.new").exists()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`kubelab plan | head`: no traceback, no "Broken pipe", exit 0 (like a Unix tool)."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(f"extends: {REPO / 'benchmarks' / 'scale.yaml'}\n"
+                    "hosts: {workers: {count: 500}}\n")
+    run = subprocess.run(f"{sys.executable} -m kubelab --spec {spec} plan --json | head -c 10",
+                         shell=True, cwd=REPO, capture_output=True, text=True,
+                         executable="/bin/bash")
+    assert run.stdout == "{\n  \"name\":"[:10] and run.stderr == ""
+    status = subprocess.run(f"set -o pipefail; {sys.executable} -m kubelab --spec {spec} plan "
+                            "--json | head -c 10 >/dev/null", shell=True, cwd=REPO,
+                            executable="/bin/bash")
+    assert status.returncode == 0

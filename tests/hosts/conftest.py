@@ -63,6 +63,15 @@ def clients(config, plan):
     return [h for h in up_hosts(config, plan) if h.group != "gateway"]
 
 
+def vip_clients(config, plan):
+    """Up clients on another network than the up load balancers' (they reach the API's VIP
+    through the gateway); none when no load balancer is up to hold it."""
+    up = up_hosts(config, plan)
+    lb_networks = {h.nics[0].network for h in up if h.group == "loadbalancers"}
+    return [h for h in clients(config, plan)
+            if lb_networks and h.nics[0].network not in lb_networks]
+
+
 def other_network_peers(config, plan):
     """(client, peer): for each up client, an up client on another internal network."""
     up = clients(config, plan)
@@ -82,10 +91,11 @@ GROUP_FIXTURES = {"router": ("gateway",), "balancer": ("loadbalancers",),
 
 def pytest_generate_tests(metafunc):
     """Parametrize from the plan and --hosts: the GROUP_FIXTURES, `client` (a host that
-    takes its address from the gateway), `source` (any up host), `pair` and `network`
+    takes its address from the gateway), `vip_client` (one on another network than the load
+    balancers'), `source` (any up host), `pair` and `network`
     (every internal network)."""
     names = set(metafunc.fixturenames)
-    if not {"client", "source", "pair", "network", *GROUP_FIXTURES} & names:
+    if not {"client", "vip_client", "source", "pair", "network", *GROUP_FIXTURES} & names:
         return
     config, plan = metafunc.config, _plan()
     for fixture, groups in GROUP_FIXTURES.items():
@@ -95,6 +105,9 @@ def pytest_generate_tests(metafunc):
     if "client" in names:
         hosts = clients(config, plan)
         metafunc.parametrize("client", hosts, ids=[h.name for h in hosts])
+    if "vip_client" in names:
+        hosts = vip_clients(config, plan)
+        metafunc.parametrize("vip_client", hosts, ids=[h.name for h in hosts])
     if "source" in names:
         hosts = up_hosts(config, plan)
         metafunc.parametrize("source", hosts, ids=[h.name for h in hosts])
