@@ -91,6 +91,13 @@ class Host:
 
 
 @dataclass
+class Storage:
+    volumes: dict           # Gluster volume name -> replica count
+    kubernetes_volume: str  # the volume every Kubernetes host mounts (at shared_volume_path)
+    ping_timeout: int       # seconds (the volumes' network.ping-timeout)
+
+
+@dataclass
 class Plan:
     name: str
     domain: str
@@ -116,6 +123,7 @@ class Plan:
     boxes: dict
     default_provider: str
     ssh_hosts: dict
+    storage: Storage
     warnings: list = field(default_factory=list)
 
     def network(self, name):
@@ -262,7 +270,12 @@ def build_plan(spec):
         corosync_token_ms=spec["loadbalancers"]["corosync_token_ms"],
         stats_port=spec["loadbalancers"]["stats_port"],
         boxes=dict(debian.BOXES), default_provider=spec["provider"]["default"],
-        ssh_hosts=spec.get("ssh_hosts", {}))
+        ssh_hosts=spec.get("ssh_hosts", {}), storage=_storage(spec["storage"]))
+
+
+def _storage(storage):
+    return Storage({name: v["replica"] for name, v in storage["volumes"].items()},
+                   storage["kubernetes_volume"], storage["ping_timeout"])
 
 
 def load_plan(path):

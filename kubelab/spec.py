@@ -29,6 +29,8 @@ _ssh_address = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}
                 "description": "an IP address or a DNS name"}
 _mac = {"type": "string", "pattern": r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$",
         "description": "a MAC address in lower case, e.g. 52:54:00:12:34:56"}
+_volume = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+           "description": "a Gluster volume name: a letter, then letters, digits, '_', '-'"}
 _range = {"type": "string", "description": "first-last"}
 _size = {"type": "integer", "minimum": 1}
 
@@ -67,6 +69,12 @@ SCHEMA = _obj({
         "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "metallb_pool": _range, "dns_domain": {"type": "string"},
         "shared_volume_path": {"type": "string"}}),
+    "storage": _obj({
+        # Gluster volumes by name: replica sets across the storage hosts, in host order.
+        "volumes": {"type": "object", "minProperties": 1, "propertyNames": _volume,
+                    "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
+        "kubernetes_volume": _volume,
+        "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
     # The load balancers' cluster: corosync's token (the time to declare a node dead, which
     # bounds a hard failover) and HAProxy's stats port (on each node's own address).
     "loadbalancers": _obj({"corosync_token_ms": {"type": "integer", "minimum": 100},

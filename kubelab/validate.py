@@ -80,7 +80,7 @@ def check(plan, source):
     """Raise SpecError with every problem in the plan; keep warnings on plan.warnings."""
     problems = []
     for rule in (_names, _network_layout, _kubernetes_ranges, _dhcp_ranges, _host_addresses,
-                 _group_sizes, _resources, _version, _ssh_hosts, _upstream_dns):
+                 _group_sizes, _resources, _version, _ssh_hosts, _upstream_dns, _storage):
         problems.extend(rule(plan))
     if problems:
         raise SpecError(source, problems)
@@ -315,6 +315,20 @@ def _ssh_hosts(plan):
         if name not in names:
             yield Problem(f"ssh_hosts.{name}", name, "not a planned host; use one of the names "
                           "`kubelab plan` lists")
+
+
+def _storage(plan):
+    storage = plan.storage
+    hosts = len(plan.group("storage"))
+    for name, replica in storage.volumes.items():
+        if hosts >= 3 and hosts % replica:   # fewer: reported by _group_sizes
+            yield Problem(f"storage.volumes.{name}.replica", replica,
+                          f"must divide the number of storage hosts ({hosts}): each host holds "
+                          "one brick of every volume; change the replica or hosts.storage.count")
+    if storage.kubernetes_volume not in storage.volumes:
+        yield Problem("storage.kubernetes_volume", storage.kubernetes_volume,
+                      f"not a volume of storage.volumes; use one of "
+                      f"{', '.join(storage.volumes)}")
 
 
 def _warnings(plan):

@@ -9,7 +9,7 @@ from kubelab.paths import spec_path
 from kubelab.plan import load_plan
 from kubelab.secrets import lab_secrets
 from tasks import (addons, baseline, control_plane, gateway, kubernetes, loadbalancers, network,
-                   storage, workers)
+                   storage, storage_clients, workers)
 from tasks.helpers import applies, stage_files, stage_name
 
 STAGES = [
@@ -18,6 +18,7 @@ STAGES = [
     network,         # every other host: its internal address from the gateway
     loadbalancers,   # HAProxy + the API's virtual IP
     storage,         # the Gluster pool
+    storage_clients, # the Kubernetes hosts' mount of the volume for Kubernetes
     kubernetes,      # the Kubernetes hosts: containerd, kubelet, kubeadm
     control_plane,   # kubeadm init, the other masters join (the API through the VIP)
     workers,         # the workers join

@@ -90,20 +90,6 @@ def ssh_env(container_lab):
 
 
 @pytest.fixture(scope="module")
-def gluster_lab(lab_state, tmp_path_factory):
-    """The storage hosts and one worker of a second lab beside the session's (small.yaml under
-    another name: its own namespace), for tests that change hosts or destroy the lab."""
-    spec = derived_spec(tmp_path_factory.mktemp("spec"), f"-gl{os.getpid()}")
-    plan = load_plan(spec)
-    names = [h.name for h in plan.group("storage")] + [plan.group("workers")[0].name]
-    plan, config = start_lab(spec, names)
-    try:
-        yield plan, config
-    finally:
-        nspawn.destroy(plan)
-
-
-@pytest.fixture(scope="module")
 def gateway_lab(lab_state, tmp_path_factory):
     """(plan, environment for the native tools: spec and ssh config, ssh config path) of a
     whole small.yaml fleet of its own, for tests that deploy on it (in file order)."""

@@ -1,6 +1,7 @@
 """The container lab (systemd-nspawn): pyinfra and testinfra reach every host over SSH, NICs
-match the plan, the lab is isolated from the outside, Gluster works inside, and destroy
-leaves nothing behind. Needs root; CI runs it every time."""
+match the plan, the lab is isolated from the outside, a failed up leaves nothing behind.
+(Gluster inside, and a destroy with its FUSE mounts up: tests/test_storage_lab.py.) Needs
+root; CI runs it every time."""
 import json
 import os
 import subprocess
@@ -133,52 +134,6 @@ def test_up_refuses_unknown_hosts(container_lab):
     plan, _ = container_lab
     with pytest.raises(LabError, match="unknown host"):
         nspawn.up(plan, ["no-such-host"])
-
-
-# --- a lab of its own: Gluster inside, then destroy ------------------------------------------
-
-def test_gluster_replica3_volume_mounted_by_fuse_from_a_fourth_container(gluster_lab):
-    plan, config = gluster_lab
-    storage = plan.group("storage")
-    client = infra(config, plan.group("workers")[0].name)
-    servers = [infra(config, h.name) for h in storage]
-    # Containers have no data disk (data_disk is for VMs): bricks are plain directories,
-    # peers talk over the management network (internal NICs are the deploy's).
-    brick, volume = "/srv/gluster/brick", "labtest"
-    for s in servers:
-        s.check_output(f"systemctl start glusterd && mkdir -p {brick}")
-    first = servers[0]
-    for h in storage[1:]:
-        first.check_output(f"gluster peer probe {h.mgmt.address}")
-    bricks = " ".join(f"{h.mgmt.address}:{brick}" for h in storage)
-    first.check_output(f"gluster volume create {volume} replica 3 {bricks} force")
-    first.check_output(f"gluster volume start {volume}")
-    token = uuid.uuid4().hex
-    client.check_output(f"mkdir -p /mnt/{volume} && "
-                        f"mount -t glusterfs {storage[0].mgmt.address}:/{volume} /mnt/{volume}")
-    assert client.mount_point(f"/mnt/{volume}").filesystem == "fuse.glusterfs"
-    client.check_output(f"echo {token} > /mnt/{volume}/proof")
-    for s in servers:
-        assert s.file(f"{brick}/proof").content_string.strip() == token
-        # Gluster's own extended attributes on the brick copy (trusted.* works in here).
-        assert "trusted.gfid" in s.check_output(f"getfattr -d -m trusted {brick}/proof")
-
-
-def test_destroy_leaves_nothing_behind(gluster_lab):
-    """Destroy with a FUSE mount and glusterd running: no process, namespace, bridge, veth,
-    mount or overlay of the lab is left, and the root namespace is as it was."""
-    plan, config = gluster_lab
-    names = nspawn.leftovers(plan)
-    assert names, "the lab should be up before destroy"
-    nspawn.destroy(plan)
-    assert nspawn.leftovers(plan) == []
-    assert not config.exists()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                           check=True).stdout
-    assert nspawn.lab_netns(plan) not in netns
-    with open("/proc/self/mounts") as mounts:
-        assert not [line for line in mounts if str(nspawn.lab_dir(plan)) in line]
-    assert all(state == "not created" for _, state in nspawn.status(plan))
 
 
 def test_a_failed_up_names_the_host_and_leaves_nothing(lab_state, spec_named, monkeypatch):

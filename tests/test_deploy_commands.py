@@ -138,9 +138,21 @@ def links_json(host, with_addresses):
     return json.dumps(links)
 
 
+def block_devices(host, data_disk=None):
+    """lsblk's answer on a VM: the root disk, and the storage hosts' data disk as given (an
+    empty one by default)."""
+    disks = [{"name": "vda", "path": "/dev/vda", "type": "disk", "size": 20 << 30,
+              "children": [{"name": "vda1", "path": "/dev/vda1", "type": "part",
+                            "size": 20 << 30, "fstype": "ext4", "mountpoint": "/"}]}]
+    if host.data_disk:
+        disks.append(data_disk or {"name": "vdb", "path": "/dev/vdb", "type": "disk",
+                                   "size": host.data_disk << 30, "mountpoint": None})
+    return json.dumps({"blockdevices": disks})
+
+
 def fresh_host(host, virt):
     """What a host freshly up answers: nothing configured, services stopped."""
-    return {"systemd-detect-virt": virt, "uname -s": "Linux",
+    return {"systemd-detect-virt": virt, "uname -s": "Linux", "lsblk -J": block_devices(host),
             "ip -j addr show": links_json(host, with_addresses=False),
             "ip -j -4 route show default": json.dumps(
                 [{"dst": "default", "gateway": "192.0.2.1", "dev": host.mgmt.device}]),
@@ -154,6 +166,13 @@ def fake_deploy(tmp_path, spec, responses):
     """Run `pyinfra -y inventory deploy.py` on @fake hosts. Returns ([(op, host, command)]
     in execution order, with what operations note about a host as "note: ...", pyinfra's
     result totals)."""
+    code, output = fake_run(tmp_path, spec, responses)
+    assert code == 0, output[-3000:]
+    return fake_events(output), totals(output)
+
+
+def fake_run(tmp_path, spec, responses):
+    """(pyinfra's exit code, its output) of the deploy on @fake hosts."""
     plan = load_plan(spec)
     hosts = []
     for host in plan.hosts:
@@ -168,8 +187,11 @@ def fake_deploy(tmp_path, spec, responses):
     run = subprocess.run([*pyinfra_command(), "-y", "-vv", str(inventory),
                           DEPLOY], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
                          capture_output=True, text=True, timeout=120)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
+    return run.returncode, run.stdout + run.stderr
+
+
+def fake_events(output):
+    """[(op, host, command or "note: ...")] in execution order."""
     events, op = [], None
     for line in output.splitlines():
         if line.startswith("--> Starting operation: "):
@@ -181,7 +203,7 @@ def fake_deploy(tmp_path, spec, responses):
         note = re.match(r"^\s+\[@fake/([^\]]+)\] (?:noop|note): (.*)$", line)
         if note and op:
             events.append((op, note.group(1), f"note: {note.group(2)}"))
-    return events, totals(output)
+    return events
 
 
 def commands(events, host):

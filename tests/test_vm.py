@@ -6,7 +6,9 @@ destroyed, also on failure.
 
 Then the deploy on the same two VMs: the deploy (kubelab's pyinfra run, limited to the VMs
 that are up) from nothing, the host checks, a second deploy that changes nothing, the
-checks again; last, both VMs rebooted, the checks again and a deploy that changes nothing.
+checks again; the storage host's data disk formatted once and kept, and refused when it
+carries a foreign filesystem; last, both VMs rebooted, the checks again and a deploy that
+changes nothing.
 
 Slow under software emulation (several minutes). Prints what it measures:
 box time, VM up time, QEMU's memory per VM, deploy times, reboot time, destroy time."""
@@ -21,6 +23,7 @@ from kubelab.box import added_hash, box_hash, build_box
 from kubelab.paths import REPO, lab_dir
 from kubelab.plan import load_plan
 from kubelab.system import virsh
+from tasks import storage
 
 pytestmark = pytest.mark.vm
 SPEC = REPO / "tests" / "specs" / "vm.yaml"
@@ -135,9 +138,11 @@ def _deploy(plan):
 
 def _checks(plan):
     """The host checks on both VMs. The cross-network check needs clients on two internal
-    networks and one client is up here: it is left out by name (the container lab, with a
-    client on every network, runs it), so every check that runs must pass."""
-    cmd = [*provision.verify_command(plan), "-k", "not reaches_another_network", "-rs"]
+    networks and one client is up here, the Gluster pool's checks every storage host and the
+    mount's a Kubernetes host: they are left out by name (the container lab runs them), so
+    every check that runs must pass."""
+    cmd = [*provision.verify_command(plan), "-k",
+           "not reaches_another_network and not test_pool_ and not test_clients_", "-rs"]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                          env=provision.lab_env(SPEC))
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
@@ -156,6 +161,45 @@ def test_gateway_deploy_and_checks_on_vms_and_a_rerun_changes_nothing(vm_lab, re
     _checks(plan)
     report(f"deploy on VMs {', '.join(names)}: first deploy {first_s:.1f} s "
            f"({first['changed']} changes), second {second_s:.1f} s (no change); checks: {passed}")
+
+
+def test_the_data_disk_is_formatted_once_and_kept(vm_lab, report):
+    """The first deploy formatted the data disk and mounted it (the checks saw it, by UUID);
+    a marker written there is still there after another deploy."""
+    plan, config, _ = vm_lab
+    storage_host = plan.group("storage")[0]
+    marker = f"{storage.BRICKS}/kubelab-marker"
+    _ssh(config, storage_host.name, f"echo kept | sudo tee {marker}")
+    again, seconds = _deploy(plan)
+    assert again["changed"] == 0, again
+    assert _ssh(config, storage_host.name, f"cat {marker}").strip() == "kept"
+    report(f"{storage_host.name}: data disk formatted once; a deploy {seconds:.1f} s later "
+           "kept its marker file")
+
+
+def test_a_disk_with_a_foreign_filesystem_is_refused(vm_lab, report):
+    """The data disk made ext4 by hand: the deploy stops naming the disk and ext4, and
+    formats nothing; wiped, the next deploy makes the bricks' XFS again."""
+    plan, config, _ = vm_lab
+    storage_host = plan.group("storage")[0]
+    disk = _ssh(config, storage_host.name,
+                f"findmnt -n -o SOURCE {storage.BRICKS}").strip()
+    foreign = "0f3c0000-0000-4000-8000-000000000001"
+    _ssh(config, storage_host.name, f"sudo umount {storage.BRICKS} && sudo wipefs -q -a {disk} "
+                                    f"&& sudo mkfs.ext4 -q -U {foreign} {disk}")
+    code, output, _ = provision.deploy(plan, SPEC, lab_dir(plan) / "provision.log")
+    assert code != 0
+    assert (f"{storage_host.name}: data disk {disk} ({storage_host.data_disk} GiB) carries ext4 "
+            f"(UUID={foreign}), not made by kubelab") in output
+    assert "ext4" in _ssh(config, storage_host.name, f"sudo blkid -p -o export {disk}")
+    _ssh(config, storage_host.name, f"sudo wipefs -q -a {disk}")
+    again, _ = _deploy(plan)
+    assert again["changed"], again
+    assert _ssh(config, storage_host.name,
+                f"findmnt -n -o FSTYPE,UUID {storage.BRICKS}").split() == \
+        ["xfs", storage.disk_uuid(plan, storage_host)]
+    report(f"{storage_host.name}: a data disk carrying ext4 was refused with the message; "
+           "wiped, it was formatted again")
 
 
 def test_a_reboot_keeps_what_the_deploy_set_up(vm_lab, reboot, report):
