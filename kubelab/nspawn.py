@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kubelab import image
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_sharing
+from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_problems, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import close_ssh_masters, missing_tools, run
@@ -205,7 +205,7 @@ def preflight(plan):
     if os.geteuid() != 0:
         problems.append("the container lab needs root (network namespaces, mounts, nspawn): "
                         "run as root")
-    problems += missing_tools(TOOLS)
+    problems += missing_tools(TOOLS) + ssh_control_problems(plan)
     if not Path("/dev/fuse").exists():
         problems.append("/dev/fuse is missing (Gluster's FUSE mounts need it): modprobe fuse")
     if "overlay" not in Path("/proc/filesystems").read_text():

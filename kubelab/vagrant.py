@@ -20,7 +20,8 @@ from netaddr import IPNetwork
 from kubelab import host
 from kubelab.box import remove_unused_volumes
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config, ssh_sharing
+from kubelab.paths import (DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config,
+                           ssh_control_problems, ssh_sharing)
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import VAGRANT_ENV, close_ssh_masters, missing_tools, run, virsh
@@ -97,7 +98,7 @@ def vagrant_dir(plan):
 
 def preflight(plan, provider):
     """Problems that stop `kubelab up` with this provider, each with its fix; [] = ready."""
-    problems = missing_tools(["vagrant"])
+    problems = missing_tools(["vagrant"]) + ssh_control_problems(plan)
     if provider == "libvirt":
         problems += _libvirt_problems(plan)
     else:
