@@ -20,7 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-from kubelab import image
+from kubelab import image, paths
 from kubelab.errors import LabError
 from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_problems, ssh_sharing
 from kubelab.progress import phase
@@ -87,6 +87,18 @@ def owner(plan):
 
 def _mine(plan):
     return owner(plan) in (None, str(lab_dir(plan)))
+
+
+def owned_labs():
+    """{lab name: the state dir that owns it} of every container lab on this machine."""
+    return ({path.name: Path(path.read_text().strip()) for path in OWNERS.iterdir()}
+            if OWNERS.is_dir() else {})
+
+
+def stale_labs():
+    """{lab name: state dir} of the container labs whose state dir no longer exists: no
+    kubelab run can destroy them from there (`kubelab destroy` of the same lab name can)."""
+    return {name: state for name, state in owned_labs().items() if not state.exists()}
 
 
 def key_path(plan):
@@ -213,7 +225,10 @@ def preflight(plan):
     if problems:
         return problems         # what follows needs the tools
     running = [name for name, state in status(plan) if state.startswith("running")]
-    if not _mine(plan):
+    if plan.name in stale_labs():
+        problems.append(f"lab {plan.name} was left by a run whose state dir {owner(plan)} is "
+                        "gone: `kubelab destroy --provider nspawn` removes it")
+    elif not _mine(plan):
         problems.append(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                         "destroy it from there, or use another lab name")
     elif running or _netns_exists(lab_netns(plan)):
@@ -448,21 +463,47 @@ def status(plan):
     return states
 
 
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass        # it has just exited
+
+
+def _cgroup_pids(plan):
+    """Every process in the lab's cgroups: its supervisors, nspawns and all they started."""
+    pids = set()
+    for top in (c for c in _cgroups(plan) if c.exists()):
+        for procs in top.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except (FileNotFoundError, OSError):
+                pass        # a cgroup removed meanwhile
+    return pids
+
+
 def _stop_containers(plan):
+    """Power every container off (SIGKILL after STOP_TIMEOUT); returns once no process of
+    the lab is left in its cgroups (else leftovers() names them)."""
     for pid in _supervisor_pids(plan):
-        os.kill(pid, signal.SIGKILL)    # no restart, even of a container rebooting right now
+        _kill(pid, signal.SIGKILL)      # no restart, even of a container rebooting right now
     pids = container_pids(plan)
     for pid in pids:
-        os.kill(pid, signal.SIGTERM)    # nspawn asks the container's systemd to power off
+        _kill(pid, signal.SIGTERM)      # nspawn asks the container's systemd to power off
     deadline = time.monotonic() + STOP_TIMEOUT
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
         if _alive(pid):
             for p in descendants(pid):
-                os.kill(p, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+                _kill(p, signal.SIGKILL)
+    # What is still in the lab's cgroups is the lab's (a container process that left its
+    # nspawn's tree): killed, and waited for.
+    deadline = time.monotonic() + 10
+    while (_cgroup_pids(plan) or any(_alive(p) for p in pids)) and \
+            time.monotonic() < deadline:
+        for pid in _cgroup_pids(plan):
+            _kill(pid, signal.SIGKILL)
         time.sleep(0.1)
 
 
@@ -483,10 +524,21 @@ def _remove_machine_objects(plan):
 
 
 def destroy(plan):
-    """Remove every container, mount, overlay, veth, bridge and namespace of the lab."""
+    """Remove every container, mount, overlay, veth, bridge and namespace of the lab; also
+    of a lab of this name left by a run whose state dir is gone."""
+    stale = stale_labs().get(plan.name)
+    if stale:
+        with paths.state_at(stale.parent):
+            _destroy(plan)
+        shutil.rmtree(stale)        # made again by lab_dir() on the way
+        return
     if not _mine(plan):
         raise NspawnError(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                           "not touching it")
+    _destroy(plan)
+
+
+def _destroy(plan):
     with phase(f"destroying container lab {plan.name}"):
         close_ssh_masters(plan)
         _stop_containers(plan)
@@ -532,6 +584,7 @@ def leftovers(plan):
     found = [f"{program} process {pid} ({name})"
              for pid, (name, program) in _lab_processes(plan).items()]
     found += _global_leftovers(plan)
+    found += [f"process {pid} in the lab's cgroups" for pid in sorted(_cgroup_pids(plan))]
     found += [f"mount {p}" for p in image.mounts_under(_hosts_dir(plan))]
     found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
     found += [f"owner file {_owner_file(plan)}"] if _owner_file(plan).exists() else []

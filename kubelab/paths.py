@@ -1,5 +1,6 @@
 """Where kubelab keeps what it makes. Nothing here is committed (.gitignore)."""
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from kubelab.errors import LabError
@@ -38,6 +39,18 @@ def private(path):
     if info.st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+@contextmanager
+def state_at(path):
+    """Use `path` as the state dir for a while: to remove a lab left by a run whose state
+    dir is elsewhere (or gone)."""
+    global STATE
+    saved, STATE = STATE, Path(path)
+    try:
+        yield
+    finally:
+        STATE = saved
 
 
 def provider_file(plan):
