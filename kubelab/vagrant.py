@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import vagrant as python_vagrant
@@ -260,16 +261,22 @@ def destroy(plan, provider):
     with phase(f"Destroying the VMs of {plan.name} ({provider})"):
         try:
             _vagrant(plan, provider).destroy()
+            failed = None
         except subprocess.CalledProcessError as err:
-            raise VagrantError(f"`vagrant destroy` failed (exit {err.returncode}); see its "
-                               "output above, fix that and run `kubelab destroy` again") from None
-        if provider == "libvirt":
+            failed = f"`vagrant destroy` failed (exit {err.returncode}; see its output above)"
+        if provider != "libvirt":
+            if failed:
+                raise VagrantError(f"{failed}: fix that and run `kubelab destroy` again")
+        else:   # libvirt's objects of the lab go, whatever Vagrant managed
             for kind, name in libvirt_leftovers(plan):
                 virsh(*REMOVE[kind], name)
             if libvirt_leftovers(plan):
-                raise VagrantError(f"could not remove {libvirt_leftovers(plan)}; "
-                                   "remove them with virsh")
+                raise VagrantError(f"{failed or '`vagrant destroy` ran'}, and could not "
+                                   f"remove {libvirt_leftovers(plan)}: remove them with virsh")
             remove_unused_volumes(plan.boxes["libvirt"])
+            if failed:
+                print(f"warning: {failed}; the lab's domains, networks and volumes were "
+                      "removed from libvirt directly", file=sys.stderr)
     ssh_config(plan).unlink(missing_ok=True)
     provider_file(plan).unlink(missing_ok=True)
 
