@@ -125,7 +125,7 @@ def _ip(netns, *args):
     return run("ip", "-n", netns, *args)
 
 
-def _netns_exists(name):
+def netns_exists(name):
     return (NETNS_DIR / name).exists()
 
 
@@ -231,7 +231,7 @@ def preflight(plan):
     elif not _mine(plan):
         problems.append(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                         "destroy it from there, or use another lab name")
-    elif running or _netns_exists(lab_netns(plan)):
+    elif running or netns_exists(lab_netns(plan)):
         what = ", ".join(running) or f"namespace {lab_netns(plan)}"
         problems.append(f"lab {plan.name} is already up ({what}): `kubelab destroy` it first")
     elif owner(plan) is None and _global_leftovers(plan):
@@ -516,10 +516,10 @@ def _claimed(plan):
 def _remove_machine_objects(plan):
     for host in plan.hosts:
         shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
-        if _netns_exists(host_netns(plan, host)):
+        if netns_exists(host_netns(plan, host)):
             run("ip", "netns", "del", host_netns(plan, host))
     _remove_cgroups(plan)
-    if _netns_exists(lab_netns(plan)):
+    if netns_exists(lab_netns(plan)):
         run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
 
 
@@ -569,7 +569,7 @@ def _global_leftovers(plan):
     """What exists on this machine under the lab's name (namespaces, cgroups, nspawn's
     propagation dirs, interfaces in the root namespace), whoever made it."""
     names = [lab_netns(plan)] + [host_netns(plan, h) for h in plan.hosts]
-    found = [f"network namespace {n}" for n in names if _netns_exists(n)]
+    found = [f"network namespace {n}" for n in names if netns_exists(n)]
     found += [f"cgroup {c}" for c in _cgroups(plan) if c.exists()]
     found += [f"{PROPAGATE / machine(plan, h)}" for h in plan.hosts
               if (PROPAGATE / machine(plan, h)).exists()]

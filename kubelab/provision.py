@@ -16,8 +16,10 @@ from pathlib import Path
 
 from kubelab.errors import LabError
 from kubelab.inventory import reachable
-from kubelab.paths import REPO, lab_dir, ssh_config
+from kubelab.paths import REPO, lab_dir, lab_provider, ssh_config
+from kubelab.providers import resolve
 from kubelab.progress import phase
+from kubelab.vagrant import check_routes
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 MAX_CHECK_WORKERS = 4
@@ -38,13 +40,30 @@ def pyinfra_command():
 
 def up_hosts(plan):
     """Planned hosts reachable now: those of the spec's ssh_hosts, and those in the ssh
-    config `kubelab up` wrote (in plan order)."""
+    config `kubelab up` wrote (in plan order), once they are known to run and to be reached
+    over the lab's own network."""
     names = reachable(plan)
     hosts = [h.name for h in plan.hosts if h.name in names]
     if not hosts:
         raise ProvisionError(f"no host of lab {plan.name} is up (no ssh config at "
                              f"{ssh_config(plan)}): bring the lab up first (kubelab up)")
+    _check_running(plan, hosts)
+    check_routes(plan)
     return hosts
+
+
+def _check_running(plan, hosts):
+    """The hosts of a lab kubelab brought up are running (its provider says so): else pyinfra
+    would only say "No hosts remaining!" and the checks fail one by one."""
+    if lab_provider(plan) is None:
+        return      # brought up by hand (`vagrant up`): check_routes still guards
+    states = dict(resolve(plan).status(plan))
+    down = [f"{name} ({states[name]})" for name in hosts
+            if name in states and not states[name].startswith("running")]
+    if down:
+        raise ProvisionError(f"lab {plan.name} is not up: {', '.join(down)}; bring it up "
+                             f"with `kubelab up` (it writes the ssh config {ssh_config(plan)} "
+                             "again)")
 
 
 def lab_env(spec_path):
