@@ -34,8 +34,8 @@ def private(path):
     info = path.stat()
     if info.st_uid != os.geteuid():
         raise LabError(f"{path} belongs to uid {info.st_uid}, not to this user: another user "
-                       "could read or replace the lab's keys and sockets there; use a state "
-                       "dir of your own (KUBELAB_STATE)")
+                       "could read or replace the lab's keys and sockets there; `chown` it to "
+                       "this user, or use a state dir of your own (KUBELAB_STATE)")
     if info.st_mode & 0o077:
         path.chmod(0o700)
     return path

@@ -21,6 +21,14 @@ from tests.conftest import SMALL_SPEC, remove_killed_runs_labs
 pytestmark = pytest.mark.lab
 
 
+def nspawn_processes(plan):
+    """Pids of the lab's systemd-nspawn processes, found by their machine names (not by the
+    state dir the lab code looks for)."""
+    prefix = f"--machine={plan.name}-"
+    return [pid for pid, argv in nspawn._command_lines()
+            if any(arg.startswith(prefix) for arg in argv)]
+
+
 def infra(config, name):
     return testinfra.get_host(f"ssh://{name}", ssh_config=str(config), sudo=True)
 
@@ -174,6 +182,7 @@ def test_destroy_leaves_nothing_behind(gluster_lab):
     assert names, "the lab should be up before destroy"
     nspawn.destroy(plan)
     assert nspawn.leftovers(plan) == []
+    assert nspawn_processes(plan) == []
     assert not config.exists()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                            check=True).stdout
@@ -236,4 +245,5 @@ def test_the_lab_of_a_killed_run_is_removed_by_the_next_one(lab_state, tmp_path_
     assert name in remove_killed_runs_labs(tmp_path, lab_state)
     with paths.state_at(state):
         assert nspawn.leftovers(plan) == []
+    assert nspawn_processes(plan) == []
     assert name not in nspawn.owned_labs()
