@@ -80,9 +80,10 @@ def totals(output):
     return None
 
 
-def deploy(plan, spec_path, log):
-    """Run the deploy, one progress phase per stage. Returns (exit code, output, seconds)."""
-    limits = [arg for name in up_hosts(plan) for arg in ("--limit", name)]
+def deploy(plan, spec_path, log, hosts=None):
+    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage. Returns
+    (exit code, output, seconds)."""
+    limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
     cmd = [*pyinfra_command(), "-y", *limits, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
@@ -107,14 +108,15 @@ def deploy(plan, spec_path, log):
 def provision(plan, spec_path):
     """Configure every host that is up; returns the exit code for the CLI."""
     log = lab_dir(plan) / "provision.log"
-    code, output, seconds = deploy(plan, spec_path, log)
+    hosts = up_hosts(plan)
+    code, output, seconds = deploy(plan, spec_path, log, hosts)
     result = totals(output)
     if code != 0 or not result or not result["hosts"] or result["errors"]:
         tail = "\n".join(output.splitlines()[-30:])
         print(f"provision FAILED (pyinfra exit {code}) after {seconds:.1f} s; "
               f"full output: {log}\n{tail}", file=sys.stderr)
         return code or 1
-    print(f"provisioned {len(up_hosts(plan))} hosts in {seconds:.1f} s: "
+    print(f"provisioned {len(hosts)} hosts in {seconds:.1f} s: "
           f"{result['changed']} changes, {result['unchanged']} unchanged (log: {log})")
     return 0
 
