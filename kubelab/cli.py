@@ -115,6 +115,10 @@ def cmd_create(plan, args):
 
 
 def cmd_status(plan, args):
+    from kubelab.nspawn import stale_labs
+    for name, state in stale_labs().items():
+        print(f"stale container lab {name}: its state dir {state} is gone; `kubelab destroy "
+              f"--provider nspawn` with a spec of lab name {name} removes it")
     if lab_provider(plan) is None:
         print(f"lab {plan.name} is not up (`kubelab up` brings it up)")
         return

@@ -68,6 +68,12 @@ def not_up_warning(plan):
         return None
     config = ssh_config(plan)
     return (f"kubelab: {len(missing)} host(s) of lab {plan.name} are not in the ssh config "
-            f"{config} (not up?): {', '.join(missing)}. Bring them up (`kubelab up`, or "
-            f"`vagrant up` then `vagrant ssh-config > {config}`), or leave them out of the "
-            "run (pyinfra --limit).")
+            f"{config} (not up?): {', '.join(missing)}. {bring_up_hint(config)}, or leave "
+            "them out of the run (pyinfra --limit).")
+
+
+def bring_up_hint(config):
+    """How to bring a lab up and write its ssh config `config` (a bare `vagrant ssh-config`
+    fails, writing only the hosts before the first one that is not up)."""
+    return (f"Bring them up (`kubelab up`), or with Vagrant: `vagrant up`, then `vagrant "
+            f"ssh-config NAME... > {config}` naming the hosts that are up (`vagrant status`)")

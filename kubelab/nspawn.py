@@ -20,9 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-from kubelab import image
+from kubelab import image, paths
 from kubelab.errors import LabError
-from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_sharing
+from kubelab.paths import lab_dir, provider_file, ssh_config, ssh_control_problems, ssh_sharing
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import close_ssh_masters, missing_tools, run
@@ -89,6 +89,18 @@ def _mine(plan):
     return owner(plan) in (None, str(lab_dir(plan)))
 
 
+def owned_labs():
+    """{lab name: the state dir that owns it} of every container lab on this machine."""
+    return ({path.name: Path(path.read_text().strip()) for path in OWNERS.iterdir()}
+            if OWNERS.is_dir() else {})
+
+
+def stale_labs():
+    """{lab name: state dir} of the container labs whose state dir no longer exists: no
+    kubelab run can destroy them from there (`kubelab destroy` of the same lab name can)."""
+    return {name: state for name, state in owned_labs().items() if not state.exists()}
+
+
 def key_path(plan):
     return lab_dir(plan) / "id_ed25519"
 
@@ -113,7 +125,7 @@ def _ip(netns, *args):
     return run("ip", "-n", netns, *args)
 
 
-def _netns_exists(name):
+def netns_exists(name):
     return (NETNS_DIR / name).exists()
 
 
@@ -205,7 +217,7 @@ def preflight(plan):
     if os.geteuid() != 0:
         problems.append("the container lab needs root (network namespaces, mounts, nspawn): "
                         "run as root")
-    problems += missing_tools(TOOLS)
+    problems += missing_tools(TOOLS) + ssh_control_problems(plan)
     if not Path("/dev/fuse").exists():
         problems.append("/dev/fuse is missing (Gluster's FUSE mounts need it): modprobe fuse")
     if "overlay" not in Path("/proc/filesystems").read_text():
@@ -213,10 +225,13 @@ def preflight(plan):
     if problems:
         return problems         # what follows needs the tools
     running = [name for name, state in status(plan) if state.startswith("running")]
-    if not _mine(plan):
+    if plan.name in stale_labs():
+        problems.append(f"lab {plan.name} was left by a run whose state dir {owner(plan)} is "
+                        "gone: `kubelab destroy --provider nspawn` removes it")
+    elif not _mine(plan):
         problems.append(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                         "destroy it from there, or use another lab name")
-    elif running or _netns_exists(lab_netns(plan)):
+    elif running or netns_exists(lab_netns(plan)):
         what = ", ".join(running) or f"namespace {lab_netns(plan)}"
         problems.append(f"lab {plan.name} is already up ({what}): `kubelab destroy` it first")
     elif owner(plan) is None and _global_leftovers(plan):
@@ -448,21 +463,47 @@ def status(plan):
     return states
 
 
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass        # it has just exited
+
+
+def _cgroup_pids(plan):
+    """Every process in the lab's cgroups: its supervisors, nspawns and all they started."""
+    pids = set()
+    for top in (c for c in _cgroups(plan) if c.exists()):
+        for procs in top.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except (FileNotFoundError, OSError):
+                pass        # a cgroup removed meanwhile
+    return pids
+
+
 def _stop_containers(plan):
+    """Power every container off (SIGKILL after STOP_TIMEOUT); returns once no process of
+    the lab is left in its cgroups (else leftovers() names them)."""
     for pid in _supervisor_pids(plan):
-        os.kill(pid, signal.SIGKILL)    # no restart, even of a container rebooting right now
+        _kill(pid, signal.SIGKILL)      # no restart, even of a container rebooting right now
     pids = container_pids(plan)
     for pid in pids:
-        os.kill(pid, signal.SIGTERM)    # nspawn asks the container's systemd to power off
+        _kill(pid, signal.SIGTERM)      # nspawn asks the container's systemd to power off
     deadline = time.monotonic() + STOP_TIMEOUT
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
         if _alive(pid):
             for p in descendants(pid):
-                os.kill(p, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+                _kill(p, signal.SIGKILL)
+    # What is still in the lab's cgroups is the lab's (a container process that left its
+    # nspawn's tree): killed, and waited for.
+    deadline = time.monotonic() + 10
+    while (_cgroup_pids(plan) or any(_alive(p) for p in pids)) and \
+            time.monotonic() < deadline:
+        for pid in _cgroup_pids(plan):
+            _kill(pid, signal.SIGKILL)
         time.sleep(0.1)
 
 
@@ -475,18 +516,29 @@ def _claimed(plan):
 def _remove_machine_objects(plan):
     for host in plan.hosts:
         shutil.rmtree(PROPAGATE / machine(plan, host), ignore_errors=True)
-        if _netns_exists(host_netns(plan, host)):
+        if netns_exists(host_netns(plan, host)):
             run("ip", "netns", "del", host_netns(plan, host))
     _remove_cgroups(plan)
-    if _netns_exists(lab_netns(plan)):
+    if netns_exists(lab_netns(plan)):
         run("ip", "netns", "del", lab_netns(plan))     # its bridges and veths go with it
 
 
 def destroy(plan):
-    """Remove every container, mount, overlay, veth, bridge and namespace of the lab."""
+    """Remove every container, mount, overlay, veth, bridge and namespace of the lab; also
+    of a lab of this name left by a run whose state dir is gone."""
+    stale = stale_labs().get(plan.name)
+    if stale:
+        with paths.state_at(stale.parent):
+            _destroy(plan)
+        shutil.rmtree(stale)        # made again by lab_dir() on the way
+        return
     if not _mine(plan):
         raise NspawnError(f"lab {plan.name} belongs to another run (state dir {owner(plan)}): "
                           "not touching it")
+    _destroy(plan)
+
+
+def _destroy(plan):
     with phase(f"destroying container lab {plan.name}"):
         close_ssh_masters(plan)
         _stop_containers(plan)
@@ -517,7 +569,7 @@ def _global_leftovers(plan):
     """What exists on this machine under the lab's name (namespaces, cgroups, nspawn's
     propagation dirs, interfaces in the root namespace), whoever made it."""
     names = [lab_netns(plan)] + [host_netns(plan, h) for h in plan.hosts]
-    found = [f"network namespace {n}" for n in names if _netns_exists(n)]
+    found = [f"network namespace {n}" for n in names if netns_exists(n)]
     found += [f"cgroup {c}" for c in _cgroups(plan) if c.exists()]
     found += [f"{PROPAGATE / machine(plan, h)}" for h in plan.hosts
               if (PROPAGATE / machine(plan, h)).exists()]
@@ -532,6 +584,7 @@ def leftovers(plan):
     found = [f"{program} process {pid} ({name})"
              for pid, (name, program) in _lab_processes(plan).items()]
     found += _global_leftovers(plan)
+    found += [f"process {pid} in the lab's cgroups" for pid in sorted(_cgroup_pids(plan))]
     found += [f"mount {p}" for p in image.mounts_under(_hosts_dir(plan))]
     found += [f"overlay directory {_hosts_dir(plan)}"] if _hosts_dir(plan).exists() else []
     found += [f"owner file {_owner_file(plan)}"] if _owner_file(plan).exists() else []

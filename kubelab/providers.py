@@ -76,6 +76,21 @@ class VMs:
 PROVIDERS = {p.name: p for p in [*map(VMs, vagrant.VM_PROVIDERS), Containers()]}
 
 
+def management_side(plan):
+    """The command prefix that runs a program on this machine's side of the lab's management
+    network: inside the container lab's namespace, else (VMs) in this machine's own
+    namespace once the routes to the lab are checked to stay on its own bridge. A container
+    lab whose namespace is gone is an error, never a fall back to this machine's network."""
+    netns = nspawn.lab_netns(plan)
+    if nspawn.netns_exists(netns):
+        return ["ip", "netns", "exec", netns]
+    if lab_provider(plan) == "nspawn":
+        raise LabError(f"container lab {plan.name} has no network namespace {netns}: it is not "
+                       "up; bring it up with `kubelab up`")
+    vagrant.check_routes(plan)
+    return []
+
+
 def resolve(plan, requested=None):
     """The provider of a command: the one the lab was brought up with, else the requested
     one (--provider), else the spec's default. Asking for another than the lab has is an

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from kubelab.errors import LabError
 from kubelab.inventory import reachable
-from kubelab.paths import REPO, lab_dir, ssh_config
+from kubelab.paths import REPO, lab_dir, lab_provider, ssh_config
+from kubelab.providers import resolve
 from kubelab.progress import phase
+from kubelab.vagrant import check_routes
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 MAX_CHECK_WORKERS = 4
@@ -38,13 +40,30 @@ def pyinfra_command():
 
 def up_hosts(plan):
     """Planned hosts reachable now: those of the spec's ssh_hosts, and those in the ssh
-    config `kubelab up` wrote (in plan order)."""
+    config `kubelab up` wrote (in plan order), once they are known to run and to be reached
+    over the lab's own network."""
     names = reachable(plan)
     hosts = [h.name for h in plan.hosts if h.name in names]
     if not hosts:
         raise ProvisionError(f"no host of lab {plan.name} is up (no ssh config at "
                              f"{ssh_config(plan)}): bring the lab up first (kubelab up)")
+    _check_running(plan, hosts)
+    check_routes(plan)
     return hosts
+
+
+def _check_running(plan, hosts):
+    """The hosts of a lab kubelab brought up are running (its provider says so): else pyinfra
+    would only say "No hosts remaining!" and the checks fail one by one."""
+    if lab_provider(plan) is None:
+        return      # brought up by hand (`vagrant up`): check_routes still guards
+    states = dict(resolve(plan).status(plan))
+    down = [f"{name} ({states[name]})" for name in hosts
+            if name in states and not states[name].startswith("running")]
+    if down:
+        raise ProvisionError(f"lab {plan.name} is not up: {', '.join(down)}; bring it up "
+                             f"with `kubelab up` (it writes the ssh config {ssh_config(plan)} "
+                             "again)")
 
 
 def lab_env(spec_path):
@@ -61,9 +80,10 @@ def totals(output):
     return None
 
 
-def deploy(plan, spec_path, log):
-    """Run the deploy, one progress phase per stage. Returns (exit code, output, seconds)."""
-    limits = [arg for name in up_hosts(plan) for arg in ("--limit", name)]
+def deploy(plan, spec_path, log, hosts=None):
+    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage. Returns
+    (exit code, output, seconds)."""
+    limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
     cmd = [*pyinfra_command(), "-y", *limits, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
@@ -88,14 +108,15 @@ def deploy(plan, spec_path, log):
 def provision(plan, spec_path):
     """Configure every host that is up; returns the exit code for the CLI."""
     log = lab_dir(plan) / "provision.log"
-    code, output, seconds = deploy(plan, spec_path, log)
+    hosts = up_hosts(plan)
+    code, output, seconds = deploy(plan, spec_path, log, hosts)
     result = totals(output)
     if code != 0 or not result or not result["hosts"] or result["errors"]:
         tail = "\n".join(output.splitlines()[-30:])
         print(f"provision FAILED (pyinfra exit {code}) after {seconds:.1f} s; "
               f"full output: {log}\n{tail}", file=sys.stderr)
         return code or 1
-    print(f"provisioned {len(up_hosts(plan))} hosts in {seconds:.1f} s: "
+    print(f"provisioned {len(hosts)} hosts in {seconds:.1f} s: "
           f"{result['changed']} changes, {result['unchanged']} unchanged (log: {log})")
     return 0
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import vagrant as python_vagrant
@@ -20,7 +21,9 @@ from netaddr import IPNetwork
 from kubelab import host
 from kubelab.box import remove_unused_volumes
 from kubelab.errors import LabError
-from kubelab.paths import DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config, ssh_sharing
+from kubelab.inventory import ssh_config_hosts
+from kubelab.paths import (DEFAULT_SPEC, REPO, lab_dir, provider_file, ssh_config,
+                           ssh_control_problems, ssh_sharing)
 from kubelab.progress import phase
 from kubelab.render import render
 from kubelab.system import VAGRANT_ENV, close_ssh_masters, missing_tools, run, virsh
@@ -97,7 +100,7 @@ def vagrant_dir(plan):
 
 def preflight(plan, provider):
     """Problems that stop `kubelab up` with this provider, each with its fix; [] = ready."""
-    problems = missing_tools(["vagrant"])
+    problems = missing_tools(["vagrant"]) + ssh_control_problems(plan)
     if provider == "libvirt":
         problems += _libvirt_problems(plan)
     else:
@@ -259,16 +262,22 @@ def destroy(plan, provider):
     with phase(f"Destroying the VMs of {plan.name} ({provider})"):
         try:
             _vagrant(plan, provider).destroy()
+            failed = None
         except subprocess.CalledProcessError as err:
-            raise VagrantError(f"`vagrant destroy` failed (exit {err.returncode}); see its "
-                               "output above, fix that and run `kubelab destroy` again") from None
-        if provider == "libvirt":
+            failed = f"`vagrant destroy` failed (exit {err.returncode}; see its output above)"
+        if provider != "libvirt":
+            if failed:
+                raise VagrantError(f"{failed}: fix that and run `kubelab destroy` again")
+        else:   # libvirt's objects of the lab go, whatever Vagrant managed
             for kind, name in libvirt_leftovers(plan):
                 virsh(*REMOVE[kind], name)
             if libvirt_leftovers(plan):
-                raise VagrantError(f"could not remove {libvirt_leftovers(plan)}; "
-                                   "remove them with virsh")
+                raise VagrantError(f"{failed or '`vagrant destroy` ran'}, and could not "
+                                   f"remove {libvirt_leftovers(plan)}: remove them with virsh")
             remove_unused_volumes(plan.boxes["libvirt"])
+            if failed:
+                print(f"warning: {failed}; the lab's domains, networks and volumes were "
+                      "removed from libvirt directly", file=sys.stderr)
     ssh_config(plan).unlink(missing_ok=True)
     provider_file(plan).unlink(missing_ok=True)
 
@@ -292,6 +301,53 @@ def libvirt_leftovers(plan):
     found += [("volume", v) for v in volumes if any(v.startswith(d + ".") or v.startswith(d + "-")
                                                     for d in domains)]
     return found
+
+
+# --- reaching VMs from this machine -----------------------------------------------------------
+
+def management_bridge(plan):
+    """The bridge of the lab's libvirt management network (None when it does not exist)."""
+    for line in virsh("net-info", network_name(plan, "mgmt")).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Bridge":
+            return value.strip()
+    return None
+
+
+def _ssh_options(config, name):
+    """{option: value} ssh would use for host `name` of ssh config `config` (`ssh -G`)."""
+    said = run("ssh", "-F", str(config), "-G", name, check=False).stdout
+    return dict(line.split(" ", 1) for line in said.splitlines() if " " in line)
+
+
+def check_routes(plan):
+    """Before anything reaches the lab's VMs from this machine's own network namespace: the
+    route to every address in the lab's ssh config (bar those reached through a
+    ProxyCommand, the container lab's namespace) must leave on the lab's own management
+    bridge, or stay on this machine (VirtualBox's forwarded ports). A stale ssh config (VMs
+    removed by `vagrant destroy`) would send the packets along the default route, off the
+    machine: that is an error naming the config and the fix."""
+    config = ssh_config(plan)
+    leaving = []        # (host, address, device) of routes that leave this machine
+    for name in sorted(ssh_config_hosts(config)):
+        options = _ssh_options(config, name)
+        if options.get("proxycommand", "none") != "none":
+            continue
+        address = options.get("hostname", name)
+        route = run("ip", "-j", "route", "get", address, check=False)
+        device = json.loads(route.stdout)[0].get("dev") if route.returncode == 0 else None
+        if device != "lo":
+            leaving.append((name, address, device))
+    bridge = management_bridge(plan) if leaving else None
+    for name, address, device in leaving:
+        if device is None or device != bridge:
+            where = (f"the lab's bridge is {bridge}" if bridge else
+                     f"libvirt has no network {network_name(plan, 'mgmt')}")
+            raise VagrantError(
+                f"the ssh config {config} sends {name} ({address}) out through "
+                f"{device or 'no route'}, not the lab's management network ({where}): the ssh "
+                "config is stale (the VMs were removed, e.g. by `vagrant destroy`). Bring the "
+                f"lab up (`kubelab up`), or remove {config}")
 
 
 # --- power cuts (failure drills) --------------------------------------------------------------

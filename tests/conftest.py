@@ -1,8 +1,10 @@
 """Shared fixtures. `container_lab` brings up examples/small.yaml's whole fleet as
 systemd-nspawn containers once per test session and always tears it down."""
 import os
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,11 +27,43 @@ def report(request):
     return write
 
 
+# This project's test labs: small.yaml's lab name and a suffix ending in the pid of the
+# pytest process that made it (derived_spec), or the Kubernetes rehearsal's.
+TEST_LAB = re.compile(r"^(?:kubesmall-[a-z]*|kubereh)(\d+)$")
+
+
+def remove_killed_runs_labs(tmp_path, own_state):
+    """Destroy the container labs of test runs killed midway (SIGKILL, a CI time-out: no
+    teardown ran): only this project's test labs (by name, and a state dir in pytest's temp
+    dirs) whose pytest process is gone. Labs in `own_state` are this session's. Returns
+    their names."""
+    removed = []
+    for name, state in nspawn.owned_labs().items():
+        match = TEST_LAB.match(name)
+        if not match or "/pytest-of-" not in str(state) or state.parent == own_state:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue        # its run (or a process that took its pid) is alive: not ours
+        # Every test lab's hosts and more: small.yaml with the rehearsal's three masters.
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump({"extends": str(SMALL_SPEC), "name": name,
+                                        "hosts": {"masters": {"count": 3}}}))
+        with paths.state_at(state.parent):
+            nspawn.destroy(load_plan(spec))
+        removed.append(name)
+    return removed
+
+
 @pytest.fixture(scope="session")
-def lab_state(tmp_path_factory):
+def lab_state(tmp_path_factory, report):
     """A private state dir (ssh config, lab key, overlays) for the session's labs, also seen
-    by the subprocesses tests start (pyinfra, inventory.py)."""
+    by the subprocesses tests start (pyinfra, inventory.py). Labs that killed test runs left
+    are removed first."""
     state = tmp_path_factory.mktemp("kubelab-state")
+    removed = remove_killed_runs_labs(tmp_path_factory.mktemp("stale"), state)
+    if removed:
+        report(f"removed {len(removed)} lab(s) of killed test runs: {', '.join(removed)}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(paths, "STATE", state)
         mp.setenv("KUBELAB_STATE", str(state))

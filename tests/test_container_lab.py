@@ -5,19 +5,29 @@ root; CI runs it every time."""
 import json
 import os
 import subprocess
+import sys
 import uuid
 
 import pytest
 import testinfra
 from netaddr import IPNetwork
 
-from kubelab import nspawn
+from kubelab import nspawn, paths
 from kubelab.errors import LabError
 from kubelab.paths import REPO
 from kubelab.plan import load_plan
 from kubelab.provision import pyinfra_command, totals
+from tests.conftest import SMALL_SPEC, remove_killed_runs_labs
 
 pytestmark = pytest.mark.lab
+
+
+def nspawn_processes(plan):
+    """Pids of the lab's systemd-nspawn processes, found by their machine names (not by the
+    state dir the lab code looks for)."""
+    prefix = f"--machine={plan.name}-"
+    return [pid for pid, argv in nspawn._command_lines()
+            if any(arg.startswith(prefix) for arg in argv)]
 
 
 def infra(config, name):
@@ -146,3 +156,48 @@ def test_a_failed_up_names_the_host_and_leaves_nothing(lab_state, spec_named, mo
         nspawn.up(plan, names)
     assert all(name in str(err.value) for name in names)
     assert nspawn.leftovers(plan) == []
+
+
+# --- a lab whose test run was killed ---------------------------------------------------------
+
+KILLED_RUN = """
+import os, sys, yaml
+from kubelab import nspawn
+from kubelab.plan import load_plan
+spec = os.path.join(sys.argv[1], "killed.yaml")
+with open(spec, "w") as out:
+    yaml.safe_dump({"extends": sys.argv[2], "name": f"kubesmall-kt{os.getpid()}"}, out)
+plan = load_plan(spec)
+nspawn.up(plan, [plan.gateway.name])
+print(plan.name, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_lab_of_a_killed_run_is_removed_by_the_next_one(lab_state, tmp_path_factory):
+    """A run SIGKILLed with its lab up (no teardown): the next session's sweep leaves it alone
+    while its process lives, and destroys it, leaving nothing, once it is dead."""
+    tmp_path = tmp_path_factory.mktemp("kt")     # short: the lab's SSH sockets live there
+    state = tmp_path / "state"
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path), str(SMALL_SPEC)],
+                           cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO),
+                                "KUBELAB_STATE": str(state)})
+    try:
+        name = run.stdout.readline().strip()
+        assert name == f"kubesmall-kt{run.pid}", "the run's lab did not come up"
+        plan = load_plan(tmp_path / "killed.yaml")
+        assert nspawn.owned_labs()[name] == state / name
+        assert name not in remove_killed_runs_labs(tmp_path, lab_state)
+        with paths.state_at(state):
+            assert any(s.startswith("running") for _, s in nspawn.status(plan))
+    finally:
+        run.kill()          # SIGKILL: nothing of the run's own cleanup runs
+        run.wait()
+    with paths.state_at(state):
+        assert nspawn.leftovers(plan), "the killed run should have left its lab"
+    assert name in remove_killed_runs_labs(tmp_path, lab_state)
+    with paths.state_at(state):
+        assert nspawn.leftovers(plan) == []
+    assert nspawn_processes(plan) == []
+    assert name not in nspawn.owned_labs()

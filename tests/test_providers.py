@@ -1,8 +1,10 @@
 """Which provider a command uses, and `kubelab destroy --provider` of a lab with no record.
 Vagrant and libvirt are stubbed: nothing here starts or removes a real VM."""
+import subprocess
+
 import pytest
 
-from kubelab import box, cli, paths, vagrant
+from kubelab import box, cli, nspawn, paths, vagrant
 from kubelab.errors import LabError
 from kubelab.paths import DEFAULT_SPEC, provider_file
 from kubelab.plan import load_plan
@@ -74,19 +76,23 @@ class FakeLibvirt:
 
 class FakeVagrant:
     destroyed_with = []
+    fails = False
 
     def __init__(self, plan, provider):
         self.provider = provider
 
     def destroy(self):
         FakeVagrant.destroyed_with.append(self.provider)
+        if FakeVagrant.fails:
+            raise subprocess.CalledProcessError(1, ["vagrant", "destroy"])
 
 
+@pytest.mark.parametrize("vagrant_fails", [False, True])
 def test_destroy_with_provider_libvirt_and_no_record_cleans_libvirts_leftovers(
-        plan, monkeypatch, capsys):
+        plan, monkeypatch, capsys, vagrant_fails):
     """A lab whose record is gone (a crash, another state dir): Vagrant runs as libvirt,
     and the lab's domains, networks and volumes left in libvirt are removed, with the
-    box copies no VM uses. Another lab's objects stay."""
+    box copies no VM uses, also when `vagrant destroy` fails. Another lab's objects stay."""
     host = plan.hosts[0]
     ours = vagrant.vm_name(plan, host)
     other = "otherlab-" + host.name
@@ -101,12 +107,15 @@ def test_destroy_with_provider_libvirt_and_no_record_cleans_libvirts_leftovers(
     monkeypatch.setattr(vagrant, "virsh", libvirt)
     monkeypatch.setattr(box, "virsh", libvirt)
     monkeypatch.setattr(vagrant, "_vagrant", FakeVagrant)
+    monkeypatch.setattr(FakeVagrant, "fails", vagrant_fails)
     FakeVagrant.destroyed_with = []
     assert not provider_file(plan).exists()
 
     code = cli.main(["--spec", str(DEFAULT_SPEC), "destroy", "--provider", "libvirt", "-y"])
 
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert ("`vagrant destroy` failed" in err) == vagrant_fails
     assert FakeVagrant.destroyed_with == ["libvirt"]
     assert vagrant.libvirt_leftovers(plan) == []
     assert libvirt.domains == {other} and libvirt.running == {other}
@@ -131,3 +140,28 @@ def test_destroy_with_no_record_and_no_provider_asks_for_one(plan, capsys):
     code = cli.main(["--spec", str(DEFAULT_SPEC), "destroy", "-y"])
     assert code == 1
     assert "kubelab destroy --provider P" in capsys.readouterr().err
+
+
+def test_a_failing_vagrant_destroy_of_virtualbox_vms_is_an_error(plan, monkeypatch, capsys):
+    provider_file(plan).write_text("virtualbox\n")
+    monkeypatch.setattr(vagrant, "_vagrant", FakeVagrant)
+    monkeypatch.setattr(FakeVagrant, "fails", True)
+    code = cli.main(["--spec", str(DEFAULT_SPEC), "destroy", "-y"])
+    assert code == 1
+    assert "`vagrant destroy` failed (exit 1" in capsys.readouterr().err
+    assert provider_file(plan).exists()     # the lab is still recorded: destroy it again
+
+
+def test_status_names_container_labs_whose_state_dir_is_gone(plan, tmp_path, monkeypatch,
+                                                             capsys):
+    owners = tmp_path / "owners"
+    owners.mkdir()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (owners / "alive").write_text(f"{kept}\n")
+    (owners / "orphan").write_text(f"{tmp_path / 'gone' / 'orphan'}\n")
+    monkeypatch.setattr(nspawn, "OWNERS", owners)
+    assert nspawn.stale_labs() == {"orphan": tmp_path / "gone" / "orphan"}
+    assert cli.main(["--spec", str(DEFAULT_SPEC), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "stale container lab orphan" in out and "alive" not in out

@@ -6,8 +6,11 @@ import subprocess
 
 import pytest
 
+from kubelab import paths, provision, vagrant
+from kubelab.errors import LabError
 from kubelab.inventory import not_up_warning, checks_connection
 from kubelab.paths import DEFAULT_SPEC, REPO
+from kubelab.system import run as real_run
 from kubelab.plan import load_plan
 from kubelab.provision import ProvisionError, pyinfra_command, totals, up_hosts, verify_command
 
@@ -26,6 +29,8 @@ def test_runs_on_the_hosts_of_the_labs_ssh_config(tmp_path, monkeypatch):
     config = tmp_path / "ssh_config"
     config.write_text("Host hapx01\n    HostName x\n\nHost gateway\n    HostName y\n")
     monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(config))
+    monkeypatch.setattr(paths, "STATE", tmp_path)       # no lab recorded there
+    monkeypatch.setattr(provision, "check_routes", lambda plan: None)  # tested below
     assert up_hosts(plan) == ["gateway", "hapx01"]      # plan order
     command = verify_command(plan)
     assert "--hosts=ssh://gateway,ssh://hapx01" in command
@@ -91,3 +96,83 @@ def test_pyinfra_debug_inventory_lists_the_plans_groups_and_host_data(tmp_path):
                                 re.M | re.S).group(1))
     assert data["fqdn"] == gateway.fqdn and data["address"] == str(gateway.address)
     assert [n["mac"] for n in data["nics"]] == [n.mac for n in gateway.nics]
+
+
+# --- a lab that is not up, or an ssh config that leads off this machine ---------------------
+
+def fake_machine(routes, bridge="virbr7"):
+    """`run` and `virsh` of a machine where `ip route get ADDRESS` names routes[ADDRESS]'s
+    device and libvirt's management network of the lab has `bridge` (None: no network)."""
+    def run(*cmd, check=True, **kwargs):
+        if cmd[:2] == ("ip", "-j"):
+            dev = routes[cmd[-1]]
+            return subprocess.CompletedProcess(cmd, 0, json.dumps([{"dst": cmd[-1], "dev": dev}]),
+                                               "")
+        return real_run(*cmd, check=check, **kwargs)     # ssh -G reads the config only
+
+    def virsh(*args):
+        assert args[0] == "net-info"
+        return f"Name: {args[1]}\nActive: yes\nBridge: {bridge}\n" if bridge else ""
+    return run, virsh
+
+
+def vm_ssh_config(path, addresses):
+    path.write_text("".join(f"Host {name}\n  HostName {address}\n  User vagrant\n"
+                            for name, address in addresses.items()))
+
+
+def test_a_vm_lab_is_reached_only_over_its_own_management_bridge(tmp_path, monkeypatch):
+    plan = load_plan(DEFAULT_SPEC)
+    config = tmp_path / "ssh_config"
+    monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(config))
+    vm_ssh_config(config, {"gateway": "192.168.121.10", "glus01": "192.168.121.11"})
+    run, virsh = fake_machine({"192.168.121.10": "virbr7", "192.168.121.11": "virbr7"})
+    monkeypatch.setattr(vagrant, "run", run)
+    monkeypatch.setattr(vagrant, "virsh", virsh)
+    assert up_hosts(plan) == ["gateway", "glus01"]
+
+    # The VMs removed by `vagrant destroy`, the ssh config left: the default route.
+    run, virsh = fake_machine({"192.168.121.10": "eth0", "192.168.121.11": "eth0"}, None)
+    monkeypatch.setattr(vagrant, "run", run)
+    monkeypatch.setattr(vagrant, "virsh", virsh)
+    with pytest.raises(LabError) as err:
+        up_hosts(plan)
+    assert f"ssh config {config} sends glus01 (192.168.121.11) out through eth0" not in \
+        str(err.value)      # the first host is named
+    assert "gateway (192.168.121.10) out through eth0" in str(err.value)
+    assert f"no network {plan.name}-mgmt" in str(err.value) and "kubelab up" in str(err.value)
+
+    # Another lab's bridge holds the route: refused too.
+    run, virsh = fake_machine({"192.168.121.10": "virbr3", "192.168.121.11": "virbr7"})
+    monkeypatch.setattr(vagrant, "run", run)
+    monkeypatch.setattr(vagrant, "virsh", virsh)
+    with pytest.raises(LabError, match="out through virbr3, not the lab's management network "
+                                       r"\(the lab's bridge is virbr7\)"):
+        verify_command(plan)
+
+
+def test_hosts_behind_a_proxycommand_or_on_this_machine_need_no_bridge(tmp_path, monkeypatch):
+    plan = load_plan(DEFAULT_SPEC)
+    config = tmp_path / "ssh_config"
+    monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(config))
+    config.write_text("Host gateway\n  HostName 192.168.120.2\n  ProxyCommand ip netns exec "
+                      "kubelab-x nc %h %p\n\nHost glus01\n  HostName 127.0.0.1\n  Port 2222\n")
+    run, virsh = fake_machine({"127.0.0.1": "lo"}, None)
+    monkeypatch.setattr(vagrant, "run", run)
+    monkeypatch.setattr(vagrant, "virsh", virsh)
+    assert up_hosts(plan) == ["gateway", "glus01"]
+
+
+def test_a_lab_that_is_not_running_says_so_and_how_to_bring_it_up(tmp_path, monkeypatch):
+    """The ssh config is there, the containers are not (the machine rebooted, say)."""
+    monkeypatch.setattr(paths, "STATE", tmp_path)
+    plan = load_plan(DEFAULT_SPEC)
+    paths.provider_file(plan).write_text("nspawn\n")
+    config = tmp_path / "ssh_config"
+    monkeypatch.setenv("KUBELAB_SSH_CONFIG", str(config))
+    config.write_text("Host gateway\n  HostName 192.168.120.2\n  ProxyCommand ip netns exec "
+                      "kubelab-x nc %h %p\n")
+    with pytest.raises(LabError) as err:
+        up_hosts(plan)
+    assert f"lab {plan.name} is not up: gateway (not created)" in str(err.value)
+    assert "`kubelab up`" in str(err.value)

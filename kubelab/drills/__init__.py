@@ -15,6 +15,7 @@ import time
 from kubelab import providers
 from kubelab.errors import LabError
 from kubelab.paths import lab_provider, ssh_config
+from kubelab.vagrant import check_routes
 
 SSH_TIMEOUT = 300       # seconds for a host powered on again to answer over SSH
 
@@ -100,6 +101,7 @@ def power_on(plan, host):
 def main(plan, name, as_json=False):
     """Run drill `name`; prints the timeline and figures (or one JSON object)."""
     drill = importlib.import_module(f"kubelab.drills.{name}")
+    check_routes(plan)      # before the first SSH: never along this machine's default route
     timeline = Timeline(quiet=as_json)
     if not as_json:
         print(f"drill {name} on lab {plan.name}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from kubelab.inventory import checks_connection, reachable
+from kubelab.inventory import bring_up_hint, checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
 
@@ -53,8 +53,8 @@ def up_hosts(config, plan):
     if missing:
         raise pytest.UsageError(
             f"{', '.join(h.name for h in plan.hosts if h.name in missing)}: not in the ssh "
-            f"config {path} (not up?). Bring the lab up (`kubelab up`, or `vagrant up` then "
-            f"`vagrant ssh-config > {path}`), or name only the hosts that are up with --hosts")
+            f"config {path} (not up?). {bring_up_hint(path)}, or name only the hosts that are "
+            "up with --hosts")
     return [h for h in plan.hosts if h.name in names]
 
 

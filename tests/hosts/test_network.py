@@ -3,7 +3,6 @@ hosts."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hostutil import links, run_ok
@@ -73,10 +72,8 @@ def outside(plan):
     """A one-connection TCP listener on the outside side of the gateway's NAT (the lab
     machine's management address: in the container lab's namespace, or on libvirt's
     bridge), started here and killed by PID. Yields (port, process)."""
-    from kubelab.nspawn import lab_netns
-    netns = lab_netns(plan)
-    prefix = ["ip", "netns", "exec", netns] if Path("/run/netns", netns).exists() else []
-    proc = subprocess.Popen([*prefix, sys.executable, "-c", LISTENER,
+    from kubelab.providers import management_side
+    proc = subprocess.Popen([*management_side(plan), sys.executable, "-c", LISTENER,
                              str(plan.management_host_ip), str(LISTEN_SECONDS)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
