@@ -9,7 +9,7 @@ from pathlib import Path
 from kubelab import validate
 from kubelab.artifacts import artifacts
 from kubelab.plan import build_plan
-from kubelab.spec import check_schema, read_yaml
+from kubelab.spec import read_yaml, schema_problems
 
 SPEC = Path(__file__).with_name("scale.yaml")
 SIZES = [10, 100, 500, 1000]
@@ -20,13 +20,14 @@ def spec_with(total):
     spec = read_yaml(SPEC)
     others = 1 + sum(spec["hosts"][g]["count"] for g in ("loadbalancers", "masters", "storage"))
     spec["hosts"]["workers"]["count"] = total - others
-    return check_schema(spec)
+    assert not schema_problems(spec)
+    return spec
 
 
 def run(total):
     spec = spec_with(total)
     start = time.perf_counter()
-    validate.check_addresses(spec, "scale")
+    assert not validate.address_problems(spec)
     plan = validate.check(build_plan(spec), "scale")
     planned = time.perf_counter()
     rendered = artifacts(plan)

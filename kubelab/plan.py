@@ -10,7 +10,7 @@ from netaddr import IPAddress, IPNetwork
 
 from kubelab import debian, validate
 from kubelab.errors import LabError
-from kubelab.spec import SpecError, check_schema, read_yaml, without_unknown_keys
+from kubelab.spec import SpecError, read_yaml, schema_problems, without_unknown_keys
 
 # Deploy order of the groups; `kubernetes` is masters + workers.
 GROUPS = ["gateway", "loadbalancers", "masters", "workers", "storage"]
@@ -282,9 +282,11 @@ def load_plan(path):
     """Spec file -> validated Plan. Raises SpecError listing every problem at once: unknown
     keys (typos) together with whatever the rest of the spec gets wrong."""
     typos, spec = without_unknown_keys(read_yaml(path))
+    # Shapes and addresses together; the plan's rules need both right to run at all.
+    problems = schema_problems(spec) + validate.address_problems(spec)
+    if problems:
+        raise SpecError(path, typos + problems)
     try:
-        check_schema(spec, path)
-        validate.check_addresses(spec, path)
         plan = validate.check(build_plan(spec), path)
     except SpecError as err:
         raise SpecError(path, typos + err.problems) from None

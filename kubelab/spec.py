@@ -266,18 +266,18 @@ def _belongs(key):
     last = {p: p.rsplit(".", 1)[-1] for p in paths}
     found = [p for p in paths if last[p] == key] or \
         [p for p in paths if key in last[p].split("_")] or \
-        [p for p in paths if last[p] in difflib.get_close_matches(key, last.values(), n=1)]
+        [p for p in paths if last[p] in difflib.get_close_matches(key, last.values(), n=1,
+                                                                  cutoff=0.75)]
     return ", ".join(found[:3])
 
 
-def check_schema(data, source="spec"):
+def schema_problems(data):
+    """Every place the spec's shape or types differ from the schema, as Problems."""
     problems = []
     validator = Validator(SCHEMA)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         problems.extend(_describe(error))
-    if problems:
-        raise SpecError(source, problems)
-    return data
+    return problems
 
 
 def without_unknown_keys(data):

@@ -1,7 +1,8 @@
 """What the spec's values mean together: every rule here runs before anything is touched.
 
-check_addresses() makes sure every address parses; check() then runs the rules on the
-Plan and raises one SpecError with every problem, each naming its field and the fix.
+address_problems() lists the addresses that do not parse (reported with the schema's
+problems); check() then runs the rules on the Plan and raises one SpecError with every
+problem, each naming its field and the fix.
 """
 import re
 
@@ -24,23 +25,37 @@ MACHINE_NAME_MAX = 63
 NODE_POD_PREFIX = 24
 
 
+def _field(spec, *keys):
+    """spec[k1][k2]..., or None where the spec lacks it (the schema check says so)."""
+    for key in keys:
+        if not isinstance(spec, dict) or key not in spec:
+            return None
+        spec = spec[key]
+    return spec
+
+
+def _mapping(value):
+    return value.items() if isinstance(value, dict) else ()
+
+
 def _address_fields(spec):
-    """(path, value, kind) of every address-like field in a schema-checked spec."""
-    yield "supernet", spec["supernet"], "cidr"
-    for i, a in enumerate(spec["upstream_dns"]):
+    """(path, value, kind) of every address-like field the spec has (missing ones and values
+    of the wrong type are the schema check's to report)."""
+    yield "supernet", _field(spec, "supernet"), "cidr"
+    dns = _field(spec, "upstream_dns")
+    for i, a in enumerate(dns if isinstance(dns, list) else []):
         yield f"upstream_dns.{i}", a, "ip"
-    for name, n in spec["networks"].items():
+    for name, n in _mapping(_field(spec, "networks")):
         for key, kind in (("cidr", "cidr"), ("gateway", "ip"), ("dhcp", "range"),
                           ("hosts_from", "ip")):
-            yield f"networks.{name}.{key}", n[key], kind
-    yield "management.cidr", spec["management"]["cidr"], "cidr"
-    yield "management.hosts_from", spec["management"]["hosts_from"], "ip"
-    k = spec["kubernetes"]
+            yield f"networks.{name}.{key}", _field(n, key), kind
+    yield "management.cidr", _field(spec, "management", "cidr"), "cidr"
+    yield "management.hosts_from", _field(spec, "management", "hosts_from"), "ip"
     for key, kind in (("pod_cidr", "cidr"), ("service_cidr", "cidr"), ("api_vip", "ip"),
                       ("metallb_pool", "range")):
-        yield f"kubernetes.{key}", k[key], kind
-    for name, h in spec.get("ssh_hosts", {}).items():
-        for net, mac in h.get("macs", {}).items():
+        yield f"kubernetes.{key}", _field(spec, "kubernetes", key), kind
+    for name, h in _mapping(_field(spec, "ssh_hosts")):
+        for net, mac in _mapping(_field(h, "macs")):
             yield f"ssh_hosts.{name}.macs.{net}", mac, "mac"
 
 
@@ -69,11 +84,10 @@ def _parse_error(value, kind):
     return None
 
 
-def check_addresses(spec, source):
-    problems = [Problem(path, value, err) for path, value, kind in _address_fields(spec)
-                if (err := _parse_error(value, kind))]
-    if problems:
-        raise SpecError(source, problems)
+def address_problems(spec):
+    """Problems of the address fields that are text (others are the schema check's)."""
+    return [Problem(path, value, err) for path, value, kind in _address_fields(spec)
+            if isinstance(value, str) and (err := _parse_error(value, kind))]
 
 
 def check(plan, source):

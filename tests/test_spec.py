@@ -376,3 +376,10 @@ def test_accepted_but_wrong_is_refused(tmp_path, overrides, field):
 def test_a_gateway_at_zero_is_a_message(tmp_path):
     found = problems(tmp_path, {"networks": {"mast": {"gateway": "0.0.0.0"}}})
     assert "networks.mast.gateway" in [p.path for p in found]
+
+
+def test_shape_and_address_problems_are_listed_together(tmp_path):
+    found = paths(tmp_path, {"hosts": {"workers": {"count": "two"}},
+                             "networks": {"mast": {"gateway": "192.168.1.999"}},
+                             "netwroks": {}})
+    assert {"hosts.workers.count", "networks.mast.gateway", "netwroks"} <= set(found)
