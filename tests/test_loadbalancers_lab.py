@@ -1,4 +1,4 @@
-"""Issue 11 on a real container lab: the load balancers deployed, checked and deployed again
+"""The load balancers on a real container lab: deployed, checked and deployed again
 without change; the failover drill (`kubelab drill loadbalancer --json`); both load balancers
 rebooted at once, after which the cluster forms again and the checks pass. The lab is
 examples/small.yaml under a name of this module's own. Prints the drill's figures. Needs
@@ -42,7 +42,7 @@ def test_deploy_checks_and_rerun_without_change(lb_lab, report):
     passed = checks(plan, env).strip().splitlines()[-1]
     second, _, second_s = deploy(env)
     assert second["changed"] == 0 and not second["errors"], second
-    report(f"issue 11 on {len(plan.hosts)} containers: first deploy {first_s:.1f} s, second "
+    report(f"load balancers on {len(plan.hosts)} containers: first deploy {first_s:.1f} s, second "
            f"{second_s:.1f} s (no change); checks: {passed}")
 
 

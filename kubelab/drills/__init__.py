@@ -72,6 +72,18 @@ def _quote(text):
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def wait_until(check, what, timeout):
+    """check()'s first true value, asked every half second; DrillError `what` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise DrillError(f"{what} within {timeout} s")
+
+
 def _provider(plan):
     if lab_provider(plan) is None:
         raise DrillError(f"lab {plan.name} is not up: bring it up and deploy it first "

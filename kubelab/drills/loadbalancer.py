@@ -18,7 +18,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-from kubelab.drills import DrillError, power_cut, power_on, ssh_command
+from kubelab.drills import DrillError, power_cut, power_on, ssh_command, wait_until
 from kubelab.drills import run as on_host
 from kubelab.secrets import lab_secrets
 
@@ -163,16 +163,6 @@ def holding(plan, lbs):
         .returncode == 0)
 
 
-def wait_until(check, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise DrillError(f"{what} within {timeout} s")
-
-
 def client_host(plan):
     """A host on another network than the load balancers' (through the gateway)."""
     lb_network = plan.group("loadbalancers")[0].nics[0].network
@@ -275,7 +265,7 @@ def steps(plan, timeline, client, figures):
     timeline.mark(f"1. power cut of {holder.name} (holds the VIP)")
     client.wait(recovered(cut), "requests did not succeed again after the power cut")
     figures["hard_kill_outage_s"] = outage(client.since(cut))
-    moved = wait_until(lambda: vip_holder(plan, survivor), "the VIP came up nowhere")
+    moved = wait_until(lambda: vip_holder(plan, survivor), "the VIP came up nowhere", WAIT)
     timeline.mark(f"   requests succeed again: outage {figures['hard_kill_outage_s']} s; "
                   f"VIP on {moved.name}")
 
@@ -292,7 +282,7 @@ def steps(plan, timeline, client, figures):
         status = ET.fromstring(on_host(plan, survivor, "crm_mon -1 --output-as=xml").stdout)
         return any(n.get("name") == holder.name and n.get("online") == "true"
                    for n in status.iter("node"))
-    wait_until(rejoined, f"{holder.name} did not rejoin the cluster")
+    wait_until(rejoined, f"{holder.name} did not rejoin the cluster", WAIT)
     on_host(plan, survivor, f"crm_resource --wait --timeout={WAIT}s", timeout=WAIT + 10)
     time.sleep(SETTLE)
     places.append(holding(plan, lbs))
@@ -312,7 +302,7 @@ def steps(plan, timeline, client, figures):
     on_host(plan, current, f"crm node standby {current.name}")
     timeline.mark(f"3. {current.name} in standby")
     wait_until(lambda: (h := vip_holder(plan, current)) and h.name != current.name,
-               "the VIP did not move")
+               "the VIP did not move", WAIT)
     time.sleep(SETTLE)
     figures["clean_move_outage_s"] = outage(client.since(move))
     on_host(plan, current, f"crm node online {current.name}")

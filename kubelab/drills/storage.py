@@ -16,7 +16,7 @@ import statistics
 import time
 import uuid
 
-from kubelab.drills import DrillError, power_cut, power_on
+from kubelab.drills import DrillError, power_cut, power_on, wait_until
 from kubelab.drills import run as on_host
 from tasks import storage, storage_clients
 
@@ -50,16 +50,6 @@ while [ ! -e {stop} ]; do
   dd if=/dev/zero of={dir}/load.$((n % {files})) bs=1M count={mib} conv=fsync status=none
 done
 """
-
-
-def _wait(what, check, timeout=WAIT_SECONDS):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(1)
-    raise DrillError(f"{what}: not within {timeout} s")
 
 
 def _bricks_online(plan, via, volume, fqdn=None):
@@ -133,8 +123,8 @@ def _power_cut_and_back(plan, timeline, victim, survivor, volume):
         timeline.mark(f"{victim.name}: powered on, answers SSH")
     finally:
         _silence(plan, victim, on=False)
-    _wait(f"{victim.name}'s bricks online",
-          lambda: _bricks_online(plan, survivor, volume, victim.fqdn))
+    wait_until(lambda: _bricks_online(plan, survivor, volume, victim.fqdn),
+               f"{victim.name}'s bricks online", WAIT_SECONDS)
     timeline.mark(f"{victim.name}: bricks online")
     return cut, timeline.now()
 
@@ -166,14 +156,14 @@ def run(plan, timeline):
         cut, back = _power_cut_and_back(plan, timeline, victim, survivor, volume)
     finally:
         on_host(plan, client, f"touch {stop}", check=False)    # whatever happened
-    _wait("the writers to stop", lambda: "STOP" in on_host(plan, client, f"cat {log}").stdout
-          and not on_host(plan, client, f"pgrep -f [k]ubelab-drill-{drill_id}",
-                          check=False).stdout)
+    wait_until(lambda: "STOP" in on_host(plan, client, f"cat {log}").stdout
+               and not on_host(plan, client, f"pgrep -f [k]ubelab-drill-{drill_id}",
+                               check=False).stdout, "the writers to stop", WAIT_SECONDS)
     files, times, failed, stopped = _writes(on_host(plan, client, f"cat {log}").stdout)
     timeline.mark(f"writers stopped: {len(files)} files written, {failed} writes failed")
 
     on_host(plan, survivor, f"gluster volume heal {volume}", check=False)   # may say unsuccessful
-    _wait("heal info empty", lambda: _pending(plan, survivor, volume) == 0)
+    wait_until(lambda: _pending(plan, survivor, volume) == 0, "heal info empty", WAIT_SECONDS)
     heal_s = timeline.now() - back
     timeline.mark(f"heal info empty ({heal_s:.1f} s after the bricks came back)")
 
