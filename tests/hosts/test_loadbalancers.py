@@ -5,6 +5,8 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 
+from hostutil import run_ok
+
 from kubelab.secrets import lab_secrets
 from tasks import loadbalancers as stage
 from tasks.helpers import sysctl_path
@@ -20,12 +22,6 @@ try:
 except urllib.error.HTTPError as err:
     print(err.code)
 EOF"""
-
-
-def run_ok(host, command):
-    result = host.run(command)
-    assert result.rc == 0, f"{command!r} failed (rc {result.rc}): {result.stderr.strip()}"
-    return result.stdout
 
 
 def lb_network(plan):
@@ -143,8 +139,10 @@ def test_haproxy_lists_every_master_as_a_backend(balancer, connect, plan):
 
 def test_the_vip_port_answers_from_another_network(vip_client, connect, plan):
     """A TCP connection to VIP:port from a host on another network, through the gateway,
-    is accepted by HAProxy (with no master answering, HAProxy closes it at once)."""
-    run_ok(connect(vip_client), f"nc -z -w 5 {plan.api_vip} {plan.api_port}")
+    is accepted by HAProxy (with no master answering, HAProxy closes it at once). Bounded
+    wait: after a boot the cluster places the VIP a while after SSH answers."""
+    run_ok(connect(vip_client), f"timeout {SETTLE_SECONDS} sh -c 'until nc -z -w 2 "
+                                f"{plan.api_vip} {plan.api_port}; do sleep 1; done'")
 
 
 def test_stats_page_wants_the_lab_credentials(balancer, connect, plan):
