@@ -16,6 +16,7 @@ import testinfra
 from kubelab.inventory import bring_up_hint, checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
+from tasks.helpers import chosen
 
 HERE = Path(__file__).parent.resolve()
 
@@ -95,7 +96,8 @@ def pytest_generate_tests(metafunc):
     balancers'), `source` (any up host), `pair` and `network`
     (every internal network)."""
     names = set(metafunc.fixturenames)
-    if not {"client", "vip_client", "source", "pair", "network", *GROUP_FIXTURES} & names:
+    if not {"client", "vip_client", "first_master", "pool_member", "pool_client", "source",
+            "pair", "network", *GROUP_FIXTURES} & names:
         return
     config, plan = metafunc.config, _plan()
     for fixture, groups in GROUP_FIXTURES.items():
@@ -105,6 +107,18 @@ def pytest_generate_tests(metafunc):
     if "client" in names:
         hosts = clients(config, plan)
         metafunc.parametrize("client", hosts, ids=[h.name for h in hosts])
+    if {"pool_member", "pool_client"} & names:
+        # The pool is made by a run that holds every storage host (tasks/storage.py): its
+        # checks, and its clients', are asked only when all of them are up.
+        up = up_hosts(config, plan)
+        whole = all(h in up for h in plan.group("storage"))
+        for fixture, group in (("pool_member", "storage"), ("pool_client", "kubernetes")):
+            if fixture in names:
+                hosts = [h for h in plan.group(group) if whole and h in up]
+                metafunc.parametrize(fixture, hosts, ids=[h.name for h in hosts])
+    if "first_master" in names:     # the cluster's own checks ask it, once per module
+        hosts = [h for h in up_hosts(config, plan) if h == chosen(plan, "masters")]
+        metafunc.parametrize("first_master", hosts, ids=[h.name for h in hosts], scope="module")
     if "vip_client" in names:
         hosts = vip_clients(config, plan)
         metafunc.parametrize("vip_client", hosts, ids=[h.name for h in hosts])
@@ -142,6 +156,17 @@ def connect(request, plan):
 def gateway(plan, connect):
     """The gateway's testinfra host: client checks read its DHCP leases."""
     return connect(plan.gateway)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A check whose hosts are none of the up ones (no load balancer up, say) is left out,
+    not skipped: it was never asked."""
+    empty = [item for item in items
+             if any(str(m.kwargs.get("reason", "")).startswith("got empty parameter set")
+                    for m in item.iter_markers("skip"))]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if item not in empty]
 
 
 # A check skipped everywhere proves nothing: a group whose checks were all skipped fails the

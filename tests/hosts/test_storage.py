@@ -34,14 +34,14 @@ def test_glusterd_runs_now_and_at_boot(storage_host, connect):
     eventually(lambda: host.service("glusterd").is_running, "glusterd not running")
 
 
-def test_pool_every_peer_is_connected(storage_host, connect, plan):
-    host = connect(storage_host)
-    others = [h.fqdn for h in plan.group("storage") if h != storage_host]
+def test_pool_every_peer_is_connected(pool_member, connect, plan):
+    host = connect(pool_member)
+    others = [h.fqdn for h in plan.group("storage") if h != pool_member]
 
     def connected():
         peers = storage.Peers().process(run_ok(host, "gluster peer status --xml").splitlines())
         return all(peers.get(name) for name in others) and peers
-    eventually(connected, f"{storage_host.name}: not every peer of {others} connected")
+    eventually(connected, f"{pool_member.name}: not every peer of {others} connected")
 
 
 def test_bricks_on_the_data_disk_or_in_a_directory(storage_host, connect, plan):
@@ -60,8 +60,8 @@ def test_bricks_on_the_data_disk_or_in_a_directory(storage_host, connect, plan):
     assert "isize=512" in run_ok(host, f"xfs_info {storage.BRICKS}")
 
 
-def test_pool_every_volume_started_with_every_brick_online(storage_host, connect, plan):
-    host = connect(storage_host)
+def test_pool_every_volume_started_with_every_brick_online(pool_member, connect, plan):
+    host = connect(pool_member)
     found = storage.Volumes().process(run_ok(host, "gluster volume info all --xml").splitlines())
     for volume, replica in plan.storage.volumes.items():
         info = found.get(volume)
@@ -79,8 +79,8 @@ def test_pool_every_volume_started_with_every_brick_online(storage_host, connect
         eventually(online, f"volume {volume}: not every brick online")
 
 
-def test_pool_nothing_waits_for_heal(storage_host, connect, plan):
-    host = connect(storage_host)
+def test_pool_nothing_waits_for_heal(pool_member, connect, plan):
+    host = connect(pool_member)
     for volume in plan.storage.volumes:
         def healed(name=volume):
             return storage.heal_pending(run_ok(host, f"gluster volume heal {name} info")) == 0
@@ -89,8 +89,8 @@ def test_pool_nothing_waits_for_heal(storage_host, connect, plan):
 
 # --- the Kubernetes hosts -------------------------------------------------------------------
 
-def test_clients_mount_the_volume_for_kubernetes(kube_host, connect, plan):
-    host = connect(kube_host)
+def test_clients_mount_the_volume_for_kubernetes(pool_client, connect, plan):
+    host = connect(pool_client)
     volume, path = storage_clients.kubernetes_mount(plan)
     assert storage_clients.fstab_line(plan) in host.file("/etc/fstab").content_string
     assert host.service(storage_clients.unit_name(plan)).is_enabled
@@ -102,14 +102,14 @@ def test_clients_mount_the_volume_for_kubernetes(kube_host, connect, plan):
     eventually(mounted, f"{path}: not a glusterfs mount of {first}:/{volume}")
 
 
-def test_clients_a_file_written_on_one_reads_back_on_another(kube_host, connect, plan, request):
+def test_clients_a_file_written_on_one_reads_back_on_another(pool_client, connect, plan, request):
     """Written through this host's mount, read through the next Kubernetes host's (itself
     when it is the only one up)."""
     clients = [h for h in up_hosts(request.config, plan) if h.group in ("masters", "workers")]
-    reader = clients[(clients.index(kube_host) + 1) % len(clients)]
+    reader = clients[(clients.index(pool_client) + 1) % len(clients)]
     _, path = storage_clients.kubernetes_mount(plan)
     name = f"{path}/.kubelab-check-{uuid.uuid4().hex}"
-    writer = connect(kube_host)
+    writer = connect(pool_client)
     written = run_ok(writer, f"head -c 1048576 /dev/urandom | tee {name} | sha256sum").split()[0]
     try:
         assert run_ok(connect(reader), f"sha256sum {name}").split()[0] == written
