@@ -48,47 +48,85 @@ MAX_FILE_BYTES = 1 << 20
 MAX_ALIASES = 100
 SHOWN_CHARS = 40
 
-_group = _obj({"prefix": {"type": "string"},
-               "count": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
-               "network": {"type": "string"}, "cpus": _size, "memory": _size},
-              {"data_disk": _size})
+def _doc(title, schema):
+    """`schema` with the field's meaning (the spec reference, docs/spec.md, shows it)."""
+    return {**schema, "title": title}
+
+
+_group = _obj({"prefix": _doc("host names are the prefix and two digits (hapx01)",
+                              {"type": "string"}),
+               "count": _doc("how many hosts", {"type": "integer", "minimum": 0,
+                                                "maximum": MAX_COUNT}),
+               "network": _doc("the internal network their NIC is on", {"type": "string"}),
+               "cpus": _doc("vCPUs per host", _size),
+               "memory": _doc("MiB of memory per host", _size)},
+              {"data_disk": _doc("GiB of the data disk (Gluster bricks; VMs only)", _size)})
 
 SCHEMA = _obj({
-    "name": {"type": "string"},
-    "domain": {"type": "string"},
-    "supernet": _ip,
-    "upstream_dns": {"type": "array", "items": _ip, "minItems": 1},
-    "networks": {"type": "object", "minProperties": 1, "additionalProperties": _obj(
-        {"cidr": _ip, "gateway": _ip, "dhcp": _range, "hosts_from": _ip})},
-    "management": _obj({"cidr": _ip, "hosts_from": _ip}),
-    "hosts": _obj({
-        "gateway": _obj({"name": {"type": "string"}, "cpus": _size, "memory": _size}),
-        "loadbalancers": _group, "masters": _group, "workers": _group, "storage": _group}),
+    "name": _doc("the lab's name: prefixes VM, network, namespace and container names",
+                 {"type": "string"}),
+    "domain": _doc("the lab's DNS domain, served by the gateway", {"type": "string"}),
+    "supernet": _doc("every internal network lies inside it", _ip),
+    "upstream_dns": _doc("resolvers the gateway forwards names outside the lab to",
+                         {"type": "array", "items": _ip, "minItems": 1}),
+    "networks": _doc("internal networks by name, in NIC order", {
+        "type": "object", "minProperties": 1, "additionalProperties": _obj({
+            "cidr": _doc("its subnet", _ip),
+            "gateway": _doc("the gateway's address on it", _ip),
+            "dhcp": _doc("the dynamic DHCP pool", _range),
+            "hosts_from": _doc("planned hosts' reservations count up from here", _ip)})}),
+    "management": _doc("the provider's management network (eth0, SSH only)", _obj({
+        "cidr": _doc("its subnet", _ip),
+        "hosts_from": _doc("containers' management addresses count up from here", _ip)})),
+    "hosts": _doc("host groups, in deploy order", _obj({
+        "gateway": _obj({"name": _doc("the gateway's host name", {"type": "string"}),
+                         "cpus": _doc("vCPUs", _size), "memory": _doc("MiB of memory", _size)}),
+        "loadbalancers": _group, "masters": _group, "workers": _group, "storage": _group})),
     "kubernetes": _obj({
-        "version": {"type": "string"}, "pod_cidr": _ip, "service_cidr": _ip,
-        "api_vip": _ip, "api_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "metallb_pool": _range, "dns_domain": {"type": "string"},
-        "shared_volume_path": {"type": "string"}}),
+        "version": _doc("the Kubernetes minor (pkgs.k8s.io has a repository per minor); "
+                        "quote it", {"type": "string"}),
+        "pod_cidr": _doc("the pods' range (a /24 per node)", _ip),
+        "service_cidr": _doc("the Services' range", _ip),
+        "api_vip": _doc("the API's virtual IP, held by the load balancers", _ip),
+        "api_port": _doc("the API's port", {"type": "integer", "minimum": 1,
+                                             "maximum": 65535}),
+        "metallb_pool": _doc("MetalLB's layer 2 pool, in the workers' network", _range),
+        "dns_domain": _doc("the cluster's DNS domain (Services' names)", {"type": "string"}),
+        "shared_volume_path": _doc("where every Kubernetes host mounts the Gluster volume "
+                                   "the StorageClass keeps its volumes on",
+                                   {"type": "string"})}),
     "storage": _obj({
         # Gluster volumes by name: replica sets across the storage hosts, in host order.
-        "volumes": {"type": "object", "minProperties": 1, "propertyNames": _volume,
-                    "additionalProperties": _obj({"replica": {"type": "integer", "minimum": 2}})},
-        "kubernetes_volume": _volume,
-        "ping_timeout": {"type": "integer", "minimum": 1, "maximum": 1800}}),
+        "volumes": _doc("Gluster volumes by name, each with its replica count", {
+            "type": "object", "minProperties": 1, "propertyNames": _volume,
+            "additionalProperties": _obj({"replica": _doc("copies of each file",
+                                                          {"type": "integer", "minimum": 2})})}),
+        "kubernetes_volume": _doc("the volume the Kubernetes hosts mount", _volume),
+        "ping_timeout": _doc("seconds before a client gives up on a silent brick (bounds a "
+                             "write stall)", {"type": "integer", "minimum": 1,
+                                              "maximum": 1800})}),
     # The load balancers' cluster: corosync's token (the time to declare a node dead, which
     # bounds a hard failover) and HAProxy's stats port (on each node's own address).
-    "loadbalancers": _obj({"corosync_token_ms": {"type": "integer", "minimum": 100},
-                           "stats_port": {"type": "integer", "minimum": 1, "maximum": 65535}}),
+    "loadbalancers": _obj({
+        "corosync_token_ms": _doc("how long corosync waits before declaring a node dead "
+                                  "(bounds a hard failover)",
+                                  {"type": "integer", "minimum": 100}),
+        "stats_port": _doc("HAProxy's stats page, on each load balancer's own address",
+                           {"type": "integer", "minimum": 1, "maximum": 65535})}),
     # The boxes follow the image's Debian release (kubelab.debian), not the spec.
-    "provider": _obj({"default": {"enum": PROVIDERS}}),
-}, {"extends": {"type": "string"}, "ssh_hosts": {
-    # Existing machines (bare metal) reached over SSH: host name -> ssh address.
-    "type": "object", "additionalProperties": _obj(
-        {"address": _ssh_address}, {"user": _user,
-                           "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                           "key": _file,
-                           # network name -> the real NIC's MAC, for its DHCP reservation
-                           "macs": {"type": "object", "additionalProperties": _mac}})}})
+    "provider": _obj({"default": _doc("where `kubelab up` puts hosts without --provider",
+                                      {"enum": PROVIDERS})}),
+}, {"extends": _doc("a spec file this one changes (a path relative to it)", {"type": "string"}),
+    "ssh_hosts": _doc("existing machines (bare metal) by planned host name, reached over SSH", {
+        "type": "object", "additionalProperties": _obj(
+            {"address": _doc("where to reach it", _ssh_address)},
+            {"user": _doc("SSH user (default root)", _user),
+             "port": _doc("SSH port (default 22)", {"type": "integer", "minimum": 1,
+                                                    "maximum": 65535}),
+             "key": _doc("SSH private key file", _file),
+             # network name -> the real NIC's MAC, for its DHCP reservation
+             "macs": _doc("network name -> its real NIC's MAC, for the DHCP reservation",
+                          {"type": "object", "additionalProperties": _mac})})})})
 
 
 # JSON Schema counts 2048.0 as an integer; a spec's sizes and counts are whole numbers.

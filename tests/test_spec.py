@@ -383,3 +383,10 @@ def test_shape_and_address_problems_are_listed_together(tmp_path):
                              "networks": {"mast": {"gateway": "192.168.1.999"}},
                              "netwroks": {}})
     assert {"hosts.workers.count", "networks.mast.gateway", "netwroks"} <= set(found)
+
+
+def test_the_spec_reference_is_current_and_says_what_every_key_means():
+    from kubelab import specdoc
+    assert (REPO / "docs" / "spec.md").read_text() == specdoc.reference(), \
+        "docs/spec.md is stale: python -m kubelab.specdoc > docs/spec.md"
+    assert all(meaning for _, kind, _, meaning in specdoc.rows() if kind != "mapping")
