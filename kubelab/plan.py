@@ -107,6 +107,7 @@ class Plan:
     management: IPNetwork
     management_hosts_from: IPAddress
     management_host_ip: IPAddress   # the lab side of the management network (ssh from here)
+    outside: IPAddress              # the NAT check's stand-in for the internet
     groups: dict                    # name -> Group, in deploy order
     hosts: list
     kubernetes_version: str
@@ -260,7 +261,8 @@ def build_plan(spec):
         upstream_dns=[IPAddress(a) for a in spec["upstream_dns"]],
         networks=networks, management=mgmt,
         management_hosts_from=IPAddress(spec["management"]["hosts_from"]),
-        management_host_ip=IPAddress(mgmt.first + 1), groups=_groups(spec),
+        management_host_ip=IPAddress(mgmt.first + 1),
+        outside=IPAddress(spec["management"]["outside"]), groups=_groups(spec),
         hosts=_build_hosts(spec, networks),
         kubernetes_version=k8s["version"], pod_cidr=IPNetwork(k8s["pod_cidr"]),
         service_cidr=IPNetwork(k8s["service_cidr"]), api_vip=IPAddress(k8s["api_vip"]),

@@ -77,7 +77,10 @@ SCHEMA = _obj({
             "hosts_from": _doc("planned hosts' reservations count up from here", _ip)})}),
     "management": _doc("the provider's management network (eth0, SSH only)", _obj({
         "cidr": _doc("its subnet", _ip),
-        "hosts_from": _doc("containers' management addresses count up from here", _ip)})),
+        "hosts_from": _doc("containers' management addresses count up from here", _ip),
+        "outside": _doc("the stand-in for the internet in the NAT check: an address outside "
+                        "every lab network, held on the lab machine's side only while the "
+                        "check runs (a documentation address, RFC 5737)", _ip)})),
     "hosts": _doc("host groups, in deploy order", _obj({
         "gateway": _obj({"name": _doc("the gateway's host name", {"type": "string"}),
                          "cpus": _doc("vCPUs", _size), "memory": _doc("MiB of memory", _size)}),

@@ -20,6 +20,8 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NETWORK_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 # A container's machine name is <lab>-<host>, a host name: at most 63 characters.
 MACHINE_NAME_MAX = 63
+# Addresses no host can hold as an ordinary unicast address (management.outside).
+NOT_UNICAST = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"]
 # Each Kubernetes node gets a /24 of the pod CIDR (kube-controller-manager's and Flannel's
 # default subnet size).
 NODE_POD_PREFIX = 24
@@ -51,6 +53,7 @@ def _address_fields(spec):
             yield f"networks.{name}.{key}", _field(n, key), kind
     yield "management.cidr", _field(spec, "management", "cidr"), "cidr"
     yield "management.hosts_from", _field(spec, "management", "hosts_from"), "ip"
+    yield "management.outside", _field(spec, "management", "outside"), "ip"
     for key, kind in (("pod_cidr", "cidr"), ("service_cidr", "cidr"), ("api_vip", "ip"),
                       ("metallb_pool", "range")):
         yield f"kubernetes.{key}", _field(spec, "kubernetes", key), kind
@@ -94,7 +97,8 @@ def check(plan, source):
     """Raise SpecError with every problem in the plan; keep warnings on plan.warnings."""
     problems = []
     for rule in (_names, _network_layout, _kubernetes_ranges, _dhcp_ranges, _host_addresses,
-                 _group_sizes, _resources, _version, _ssh_hosts, _upstream_dns, _storage):
+                 _group_sizes, _resources, _version, _ssh_hosts, _upstream_dns, _outside,
+                 _storage):
         problems.extend(rule(plan))
     if problems:
         raise SpecError(source, problems)
@@ -222,6 +226,23 @@ def _upstream_dns(plan):
             yield Problem(f"upstream_dns.{i}", str(server), "is inside the lab "
                           f"({', '.join(inside) or 'loopback'}): the gateway's dnsmasq would "
                           "forward to itself; name resolvers outside the lab")
+
+
+def _outside(plan):
+    """The NAT check puts this address on the lab machine's side: a packet to it must leave
+    the lab through the gateway's NAT, so it lies in no network the lab routes itself."""
+    address = plan.outside
+    lab = [(f"networks.{n.name}.cidr", n.cidr) for n in plan.networks]
+    lab += [("management.cidr", plan.management), ("kubernetes.pod_cidr", plan.pod_cidr),
+            ("kubernetes.service_cidr", plan.service_cidr)]
+    inside = [f"{path} ({cidr})" for path, cidr in lab if address in cidr]
+    if inside:
+        yield Problem("management.outside", str(address), f"lies inside {inside[0]}: pick an "
+                      "address outside every lab network, e.g. 198.51.100.1 (RFC 5737)")
+    elif any(address in IPNetwork(block) for block in NOT_UNICAST):
+        yield Problem("management.outside", str(address), "must be an ordinary unicast "
+                      "address (not 0/8, loopback, link-local, multicast or class E), e.g. "
+                      "198.51.100.1 (RFC 5737)")
 
 
 def _group_network(plan, group):

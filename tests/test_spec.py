@@ -152,6 +152,16 @@ def test_management_hosts_on_the_lab_machines_own_address(tmp_path):
     assert "lab machine's own address" in found[0].message
 
 
+@pytest.mark.parametrize("address, said", [
+    ("192.168.2.7", "networks.node.cidr"), ("192.168.121.200", "management.cidr"),
+    ("10.244.3.1", "kubernetes.pod_cidr"), ("10.96.0.1", "kubernetes.service_cidr"),
+    ("127.0.0.1", "unicast"), ("224.0.0.1", "unicast"), ("169.254.1.1", "unicast")])
+def test_outside_address_outside_every_lab_network(tmp_path, address, said):
+    found = problems(tmp_path, {"management": {"outside": address}})
+    assert [p.path for p in found] == ["management.outside"]
+    assert said in found[0].message
+
+
 def test_duplicate_host_names(tmp_path):
     found = paths(tmp_path, {"hosts": {"workers": {"prefix": "kube-mast"}}})
     assert "hosts.workers.prefix" in found
