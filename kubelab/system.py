@@ -1,9 +1,13 @@
 """Commands on this machine: one way to run them, one way to ask libvirt, and the Debian
 package of every tool kubelab calls (what the preflights name and `kubelab host setup`
 installs)."""
+import json
 import shutil
 import subprocess
+from functools import lru_cache
 from pathlib import Path
+
+from netaddr import IPAddress
 
 from kubelab.errors import LabError
 from kubelab.paths import ssh_config, ssh_control_socket
@@ -55,6 +59,15 @@ def run(*cmd, check=True, log=None, **kwargs):
     if check and result.returncode != 0:
         raise CommandError(f"{what} failed (exit {result.returncode}): {said}")
     return result
+
+
+@lru_cache(maxsize=1)
+def own_addresses():
+    """This machine's IPv4 addresses in its own network namespace, loopback's aside, sorted;
+    read once per process (a deploy reads them when it starts)."""
+    links = json.loads(run("ip", "-j", "-4", "addr", "show").stdout)
+    return sorted({IPAddress(a["local"]) for link in links for a in link.get("addr_info", [])
+                   if a.get("scope") != "host"})
 
 
 def virsh(*args, check=False):

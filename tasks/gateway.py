@@ -1,10 +1,11 @@
-"""The network principal: routing and NAT for the internal networks, dnsmasq DNS + DHCP,
-the lab's time server.
+"""The network principal: routing, NAT and the firewall for the internal networks, dnsmasq
+DNS + DHCP, the lab's time server.
 
 Install -> configure (each config checked before it is put in place) -> activate (a service
 restarts only when its config changed). Its legs come first: dnsmasq serves the networks the
 gateway holds an address on.
 """
+from kubelab.system import own_addresses
 from tasks.helpers import (install_checked, internal_nics, in_container, nic_files, put,
                            render_files, restart_if_changed)
 
@@ -30,7 +31,20 @@ LEG_WAIT_SECONDS = 60
 
 def files_for(plan, me, secrets):
     return {**nic_files(plan, me, "gateway/leg.network.j2"),
-            **render_files(FILES, plan=plan, me=me, secrets=secrets)}
+            **render_files(FILES, plan=plan, me=me, secrets=secrets,
+                           lab_machine=lab_machine_addresses(plan))}
+
+
+def lab_machine_addresses(plan):
+    """The addresses of the machine running the deploy (the lab machine) that the gateway
+    must never forward to, read when the deploy starts: under libvirt this machine is the
+    gateway's upstream router and takes every packet to one of its addresses as its own. Left
+    out: those in a lab network (the lab routes them itself; the management network is
+    refused whole) and the NAT check's outside address, which this machine holds only while
+    that check runs."""
+    lab = [plan.management, *(net.cidr for net in plan.networks)]
+    return [address for address in own_addresses()
+            if address != plan.outside and not any(address in net for net in lab)]
 
 
 def deploy(plan, me, secrets):

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from netaddr import IPAddress, IPNetwork
 
 from kubelab.secrets import GENERATORS
 from kubelab.inventory import host_data
@@ -78,7 +79,7 @@ def test_dnsmasq_rejects_a_broken_config(tmp_path):
     assert run.returncode != 0
 
 
-def test_nat_rules_load_and_name_no_interface(tmp_path):
+def test_firewall_rules_load_and_name_no_interface(tmp_path):
     plan = load_plan(DEFAULT_SPEC)
     rules = host_files(plan, plan.gateway)[RULES]
     path = tmp_path / "rules.v4"
@@ -88,9 +89,80 @@ def test_nat_rules_load_and_name_no_interface(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert not re.search(r" -[io] ", rules)
+    assert ":INPUT DROP [0:0]" in rules and ":FORWARD DROP [0:0]" in rules
     for net in plan.networks:
         assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in rules
-        assert f"-A FORWARD -s {net.cidr} -j ACCEPT" in rules
+        assert f"-A KUBELAB-NAT -d {net.cidr} -j RETURN" in rules
+
+
+def verdict(rules, chain, src, dst, proto="tcp", dport=None, sport=None, state="NEW",
+            local=()):
+    """What the rendered filter table does with one packet: the first matching rule's
+    target in `chain`, else the chain's policy (`local`: the gateway's own addresses)."""
+    filter_table = rules.split("*nat")[0].splitlines()
+    for line in filter_table:
+        words = line.split()
+        if words[:2] != ["-A", chain]:
+            continue
+        opts = dict(zip(words[2::2], words[3::2]))
+        tests = {"-s": lambda v: IPAddress(src) in IPNetwork(v),
+                 "-d": lambda v: IPAddress(dst) in IPNetwork(v),
+                 "-p": lambda v: v == proto,
+                 "--dport": lambda v: str(dport) == v,
+                 "--dports": lambda v: str(dport) in v.split(","),
+                 "--sport": lambda v: str(sport) == v,
+                 "--ctstate": lambda v: state in v.split(","),
+                 "--src-type": lambda v: v == "LOCAL" and src in local}
+        unknown = set(opts) - set(tests) - {"-m", "-j", "--reject-with"}
+        assert not unknown, f"the test cannot read {unknown} in {line}"
+        if all(tests[k](v) for k, v in opts.items() if k in tests):
+            return opts["-j"]
+    return next(line.split()[1] for line in filter_table if line.startswith(f":{chain} "))
+
+
+def test_firewall_denies_all_but_what_the_lab_uses(monkeypatch):
+    """The rendered rules, packet by packet: the gateway serves the internal networks DNS,
+    DHCP, NTP and ICMP, SSH to the management network; it forwards between the internal
+    networks and out, never to the management network or to the lab machine."""
+    from tasks import gateway as gateway_stage
+    monkeypatch.setattr(gateway_stage, "own_addresses",
+                        lambda: [IPAddress("10.1.2.3"), IPAddress("192.168.121.1"),
+                                 IPAddress("198.51.100.1")])
+    plan = load_plan(DEFAULT_SPEC)
+    rules = host_files(plan, plan.gateway)[RULES]
+    (mast, node), mgmt = plan.networks[:2], plan.management
+    client, leg = str(plan.host("kube-mast01").address), str(mast.gateway)
+    outsider, lab_side = str(plan.outside), str(plan.management_host_ip)
+    allowed = [("udp", 53), ("tcp", 53), ("udp", 67), ("udp", 123), ("icmp", None)]
+    for proto, port in allowed:
+        assert verdict(rules, "INPUT", client, leg, proto, port) == "ACCEPT", (proto, port)
+    assert verdict(rules, "INPUT", "0.0.0.0", "255.255.255.255", "udp", 67, 68) == "ACCEPT"
+    for port in (22, 80, 6443):
+        assert verdict(rules, "INPUT", client, leg, "tcp", port) == "REJECT"
+    assert verdict(rules, "INPUT", client, leg, "udp", 161) == "REJECT"
+    assert verdict(rules, "INPUT", lab_side, str(plan.gateway.mgmt.address), "tcp", 22) \
+        == "ACCEPT"
+    assert verdict(rules, "INPUT", lab_side, str(plan.gateway.mgmt.address), "tcp", 53) \
+        == "DROP"
+    assert verdict(rules, "INPUT", lab_side, "192.168.121.50", "udp", 68, 67) == "ACCEPT"
+    assert verdict(rules, "INPUT", outsider, leg, "tcp", 22, state="ESTABLISHED") == "ACCEPT"
+    assert verdict(rules, "INPUT", outsider, leg, "tcp", 22) == "DROP"
+    assert verdict(rules, "INPUT", leg, leg, "tcp", 22, local=[leg]) == "ACCEPT"
+
+    out = str(node.cidr.ip + 7)
+    assert verdict(rules, "FORWARD", client, out) == "ACCEPT"
+    assert verdict(rules, "FORWARD", client, outsider) == "ACCEPT"
+    assert verdict(rules, "FORWARD", client, "203.0.113.9", "udp", 53) == "ACCEPT"
+    for denied in (lab_side, str(plan.host("glus01").mgmt.address), "10.1.2.3",
+                   str(mast.host_ip), str(node.host_ip)):
+        for state in ("NEW", "ESTABLISHED"):
+            assert verdict(rules, "FORWARD", client, denied, state=state) == "REJECT", denied
+    assert verdict(rules, "FORWARD", outsider, client) == "DROP"
+    assert verdict(rules, "FORWARD", str(mgmt.ip + 11), client) == "DROP"
+    assert verdict(rules, "FORWARD", outsider, client, state="ESTABLISHED") == "ACCEPT"
+    # The lab machine's addresses in a lab network are the lab's to route; the outside
+    # address it holds only during the NAT check.
+    assert "-d 192.168.121.1/32" not in rules and f"-d {outsider}/32" not in rules
 
 
 def test_nic_files_match_by_mac_and_only_the_gateway_is_static():
