@@ -301,7 +301,9 @@ def _make_root(plan, host, lower, public_key):
     # Written through the overlay so copied-up directories keep their owners and modes.
     # The hostname stays the image's, as on a VM: the deploy sets it (and /etc/hosts).
     (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
-    (root / "etc/network/interfaces").write_text(render("nspawn/interfaces.j2", nic=host.mgmt))
+    router = plan.management_host_ip if host.group == "gateway" else None
+    (root / "etc/network/interfaces").write_text(render("nspawn/interfaces.j2", nic=host.mgmt,
+                                                        router=router))
     keys = root / "home/vagrant/.ssh/authorized_keys"
     keys.write_text(public_key)     # replaces Vagrant's insecure key, as `vagrant up` does
     uid, gid = _vagrant_ids(root)
