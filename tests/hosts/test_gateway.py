@@ -1,8 +1,17 @@
-"""The gateway stage on a running lab: forwarding, NAT and firewall rules, dnsmasq."""
-from hostutil import run_ok
+"""The gateway stage on a running lab: forwarding, NAT and firewall rules, dnsmasq; and each
+denial of the firewall proven by behaviour, with a listener that is there (reachable from
+the gateway itself) and saw nothing of the denied host."""
+import re
 
+from hostutil import (connect_from, connect_from_lab_side, links, listening_on,
+                      listening_on_lab_side, run_ok)
+
+from kubelab.providers import management_side
 from tasks import gateway as gateway_stage
 from tasks.helpers import sysctl_path
+
+# What a connection the gateway refuses meets: its icmp-admin-prohibited.
+REFUSED = "EHOSTUNREACH"
 
 
 def test_gateway_forwards_now_and_after_reboot(router, connect):
@@ -11,23 +20,30 @@ def test_gateway_forwards_now_and_after_reboot(router, connect):
     assert "net.ipv4.ip_forward = 1" in gw.file(sysctl_path(gateway_stage)).content_string
 
 
-def test_gateway_nat_and_forward_rules(router, connect, plan):
+def _rules(text):
+    """The tables, chains and rules of iptables-restore text, as iptables-save writes them
+    (no counters, no implicit -m tcp/udp)."""
+    lines = [line for line in text.splitlines() if line.startswith(("*", ":", "-A", "COMMIT"))]
+    return [re.sub(r" -m (tcp|udp)(?= )", "", re.sub(r" \[\d+:\d+\]$", "", line))
+            for line in lines]
+
+
+def test_gateway_firewall_nat_and_forward_rules(router, connect, plan):
     gw = connect(router)
-    nat = run_ok(gw, "iptables -t nat -S").splitlines()
-    forward = run_ok(gw, "iptables -S FORWARD").splitlines()
-    assert "-P FORWARD DROP" in forward
-    assert "-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in forward
-    for net in plan.networks:
-        assert f"-A FORWARD -s {net.cidr} -j ACCEPT" in forward
-        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in nat
-        assert f"-A KUBELAB-NAT -d {net.cidr} -j RETURN" in nat
-    assert nat[-1] == "-A KUBELAB-NAT -j MASQUERADE"
-    # Persisted: netfilter-persistent loads the same rules at boot.
+    saved = gw.file(gateway_stage.RULES).content_string
+    # What runs is what the deploy wrote, and netfilter-persistent loads it at boot.
+    assert _rules(run_ok(gw, "iptables-save -t filter") + run_ok(gw, "iptables-save -t nat")) \
+        == _rules(saved)
     assert gw.service("netfilter-persistent").is_enabled
-    run_ok(gw, "iptables-restore --test /etc/iptables/rules.v4")
-    saved = gw.file("/etc/iptables/rules.v4").content_string
+    rules = _rules(saved)
+    assert {":INPUT DROP", ":FORWARD DROP"} <= set(rules)
+    assert f"-A FORWARD -d {plan.management} -j REJECT --reject-with icmp-admin-prohibited" \
+        in rules
     for net in plan.networks:
-        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in saved
+        assert f"-A FORWARD -s {net.cidr} -j ACCEPT" in rules
+        assert f"-A POSTROUTING -s {net.cidr} -j KUBELAB-NAT" in rules
+        assert f"-A KUBELAB-NAT -d {net.cidr} -j RETURN" in rules
+    assert "-A KUBELAB-NAT -j MASQUERADE" in rules
 
 
 def test_dnsmasq_serves_every_internal_leg(router, connect, network):
@@ -36,3 +52,74 @@ def test_dnsmasq_serves_every_internal_leg(router, connect, network):
     for proto in ("udp", "tcp"):
         assert gw.socket(f"{proto}://{network.gateway}:53").is_listening
     assert gw.socket("udp://0.0.0.0:67").is_listening
+
+
+# --- the firewall, by behaviour ---------------------------------------------------------
+
+def internal_device(host, me):
+    return links(host)[me.nics[0].mac][0]
+
+
+def leg(plan, me):
+    """The gateway's address on `me`'s network."""
+    return plan.network(me.nics[0].network).gateway
+
+
+def test_client_uses_the_gateways_services(client, connect, plan):
+    """What the firewall lets through from the internal networks: DNS over UDP and TCP,
+    ICMP (DHCP: each client's reservation; NTP: the time check, on VMs)."""
+    host, server = connect(client), leg(plan, client)
+    for transport in ("+notcp", "+tcp"):
+        answer = run_ok(host, f"dig {transport} +short +time=3 +tries=1 @{server} "
+                              f"{plan.gateway.fqdn}").split()
+        assert answer == [str(plan.gateway.address)], (transport, answer)
+    run_ok(host, f"ping -c 1 -W 3 {server}")
+
+
+def test_client_cannot_reach_the_lab_machine(client, connect, gateway, plan):
+    """From a client's internal NIC, the lab machine's management address is refused by the
+    gateway; the listener there answers the gateway itself."""
+    host = connect(client)
+    with listening_on_lab_side(management_side(plan), plan.management_host_ip) as listener:
+        said = connect_from(host, plan.management_host_ip, listener.port, client.name,
+                            internal_device(host, client))
+        assert said == REFUSED, said
+        assert connect_from(gateway, plan.management_host_ip, listener.port, "gateway") \
+            .startswith("connected")
+        assert [marker for _, marker in listener.seen()] == ["gateway"]
+
+
+def test_client_cannot_reach_another_hosts_management_address(pair, connect, gateway, plan):
+    """Through the gateway, never into the management network: another host's management
+    address is refused; the listener there answers the gateway itself."""
+    me, peer = pair
+    host, other = connect(me), connect(peer)
+    address = next(a for a in links(other)[peer.mgmt.mac][1] if a in plan.management)
+    with listening_on(other, address) as listener:
+        said = connect_from(host, address, listener.port, me.name, internal_device(host, me))
+        assert said == REFUSED, said
+        assert connect_from(gateway, address, listener.port, "gateway").startswith("connected")
+        assert [marker for _, marker in listener.seen()] == ["gateway"]
+
+
+def test_gateway_ssh_only_from_the_management_side(client, connect, gateway, plan):
+    """sshd listens on every address of the gateway: its internal one refuses a client, while
+    the gateway itself and the management side reach it."""
+    host, server = connect(client), leg(plan, client)
+    assert connect_from(host, server, 22, client.name) == REFUSED
+    assert connect_from(gateway, server, 22, "gateway").startswith("connected SSH-2.0-")
+    external = next(a for a in links(gateway)[plan.gateway.mgmt.mac][1]
+                    if a in plan.management)
+    said = connect_from_lab_side(management_side(plan), external, 22, "lab-side")
+    assert said.startswith("connected SSH-2.0-"), said
+
+
+def test_gateway_port_open_only_to_itself(client, connect, gateway, plan):
+    """A service started on the gateway is out of the internal networks' reach, whatever
+    its port: the client is refused, the gateway itself gets through."""
+    host, server = connect(client), leg(plan, client)
+    with listening_on(gateway, "0.0.0.0") as listener:
+        said = connect_from(host, server, listener.port, client.name)
+        assert said == REFUSED, said
+        assert connect_from(gateway, server, listener.port, "gateway").startswith("connected")
+        assert listener.seen() == [(str(server), "gateway")]

@@ -1,25 +1,14 @@
 """The network principal and every host's place on the internal networks, checked on running
 hosts."""
 import json
+import os
 import subprocess
-import sys
+from contextlib import contextmanager
 
 import pytest
-from hostutil import links, run_ok
+from hostutil import connect_from, links, listening_on_lab_side, run_ok
 
-# What the outside side of the NAT runs: accept one connection, print the peer's address.
-LISTENER = """
-import socket, sys
-s = socket.socket()
-s.bind((sys.argv[1], 0))
-s.listen(1)
-s.settimeout(float(sys.argv[2]))
-print(s.getsockname()[1], flush=True)
-conn, peer = s.accept()
-print(peer[0], flush=True)
-"""
-LISTEN_SECONDS = 20
-
+from kubelab.providers import management_side
 
 # --- names -----------------------------------------------------------------------------
 
@@ -67,37 +56,60 @@ def test_reaches_another_network_through_the_gateway(pair, connect, plan):
     run_ok(host, f"ping -c 2 -i 0.2 -W 2 {peer.address}")
 
 
-@pytest.fixture
-def outside(plan):
-    """A one-connection TCP listener on the outside side of the gateway's NAT (the lab
-    machine's management address: in the container lab's namespace, or on libvirt's
-    bridge), started here and killed by PID. Yields (port, process)."""
-    from kubelab.providers import management_side
-    proc = subprocess.Popen([*management_side(plan), sys.executable, "-c", LISTENER,
-                             str(plan.management_host_ip), str(LISTEN_SECONDS)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _route(prefix, address):
+    """`ip route get address` on this machine's side of the lab: (type, gateway, device)."""
+    run = subprocess.run([*prefix, "ip", "-j", "route", "get", str(address)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        return None, None, None     # no route at all (the container lab's namespace)
+    route = json.loads(run.stdout)[0]
+    return route.get("type", "unicast"), route.get("gateway"), route.get("dev")
+
+
+@contextmanager
+def outside_address(plan):
+    """plan.outside on a dummy link on this machine's side of the lab, for the check's
+    duration only: in the container lab's namespace (which routes nothing off the machine),
+    or (VMs) in this machine's own, where a packet to an address it does not hold follows the
+    default route off the machine. So it is put there only if no network this machine is on
+    holds it (it would take a neighbour's place, such as its router's), and used only once
+    `ip route get` says it is local."""
+    prefix = management_side(plan)
+    kind, via, device = _route(prefix, plan.outside)
+    if kind == "local" or (device and not via):
+        where = "held by" if kind == "local" else "on a network of"
+        pytest.fail(f"management.outside {plan.outside} is {where} this machine ({device}): "
+                    "pick another address outside every network it is on (the spec's "
+                    "management.outside)")
+    link = f"kl-out{os.getpid()}"[:15]
+    ip = [*prefix, "ip"]
+    subprocess.run([*ip, "link", "add", link, "type", "dummy"], check=True)
     try:
-        port = int(proc.stdout.readline() or 0)
-        assert port, f"listener did not start: {proc.stderr.read()}"
-        yield port, proc
+        subprocess.run([*ip, "addr", "add", f"{plan.outside}/32", "dev", link], check=True)
+        subprocess.run([*ip, "link", "set", link, "up"], check=True)
+        kind, _, device = _route(prefix, plan.outside)
+        assert kind == "local", (f"{plan.outside} on {link} is not local to this machine "
+                                 f"(route: {kind} via {device}): a packet to it would leave "
+                                 "the machine; stopped")
+        yield prefix
     finally:
-        proc.kill()
-        proc.wait()
+        subprocess.run([*ip, "link", "del", link], check=True)
 
 
-def test_reaches_the_outside_through_nat(client, connect, gateway, plan, outside):
-    port, listener = outside
+def test_reaches_the_outside_through_nat(client, connect, gateway, plan):
+    """A connection from a client's internal NIC to the outside address comes out of the
+    gateway's NAT with the gateway's external address."""
     host, nic = connect(client), client.nics[0]
     external = [a for a in links(gateway)[plan.gateway.mgmt.mac][1] if a in plan.management]
     device = links(host)[nic.mac][0]
-    # Bound to the internal NIC: the management subnet is on-link for every host, so only
-    # this way does the connection take the default route through the gateway.
-    run_ok(host, f"python3 -c \"import socket; s = socket.socket(); "
-                 f"s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'{device}'); "
-                 f"s.settimeout(5); s.connect(('{plan.management_host_ip}', {port}))\"")
-    peer, _ = listener.communicate(timeout=LISTEN_SECONDS)
-    assert peer.strip() in external, \
-        f"the outside saw {peer.strip()!r}, not the gateway's external address {external}"
+    with outside_address(plan) as prefix, \
+            listening_on_lab_side(prefix, plan.outside) as listener:
+        said = connect_from(host, plan.outside, listener.port, client.name, device)
+        assert said.startswith("connected"), said
+        seen = listener.seen()
+    assert len(seen) == 1 and seen[0][1] == client.name, seen
+    assert seen[0][0] in external, \
+        f"the outside saw {seen[0][0]!r}, not the gateway's external address {external}"
 
 
 # --- time -----------------------------------------------------------------------------------
