@@ -105,7 +105,7 @@ class Listener:
 @contextmanager
 def listening_on(host, address):
     """A Listener on lab host `host`, bound to `address`; killed by PID at the end."""
-    started = run_ok(host, f"f=$(mktemp) && nohup python3 -c {shlex.quote(LISTENER)} "
+    started = run_ok(host, f"f=$(mktemp); nohup python3 -c {shlex.quote(LISTENER)} "
                            f"{address} {LISTEN_SECONDS} < /dev/null > $f 2>&1 & echo $! $f")
     pid, path = started.split()
     try:

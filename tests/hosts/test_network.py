@@ -1,5 +1,6 @@
 """The network principal and every host's place on the internal networks, checked on running
 hosts."""
+import fcntl
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 from hostutil import connect_from, links, listening_on_lab_side, run_ok
 
+from kubelab.paths import lab_dir
 from kubelab.providers import management_side
 
 # --- names -----------------------------------------------------------------------------
@@ -68,12 +70,21 @@ def _route(prefix, address):
 
 @contextmanager
 def outside_address(plan):
-    """plan.outside on a dummy link on this machine's side of the lab, for the check's
+    """plan.outside on a link of its own (a bridge without ports: this machine's kernel has no
+    dummy driver) on this machine's side of the lab, for the check's
     duration only: in the container lab's namespace (which routes nothing off the machine),
     or (VMs) in this machine's own, where a packet to an address it does not hold follows the
     default route off the machine. So it is put there only if no network this machine is on
     holds it (it would take a neighbour's place, such as its router's), and used only once
-    `ip route get` says it is local."""
+    `ip route get` says it is local. One check at a time per lab (checks run in parallel)."""
+    with open(lab_dir(plan) / "outside.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _held_outside(plan) as prefix:
+            yield prefix
+
+
+@contextmanager
+def _held_outside(plan):
     prefix = management_side(plan)
     kind, via, device = _route(prefix, plan.outside)
     if kind == "local" or (device and not via):
@@ -83,7 +94,7 @@ def outside_address(plan):
                     "management.outside)")
     link = f"kl-out{os.getpid()}"[:15]
     ip = [*prefix, "ip"]
-    subprocess.run([*ip, "link", "add", link, "type", "dummy"], check=True)
+    subprocess.run([*ip, "link", "add", link, "type", "bridge"], check=True)
     try:
         subprocess.run([*ip, "addr", "add", f"{plan.outside}/32", "dev", link], check=True)
         subprocess.run([*ip, "link", "set", link, "up"], check=True)
