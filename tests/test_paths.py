@@ -1,5 +1,7 @@
 """The lab's state dir and SSH sockets: this user's alone, and short enough for a socket."""
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,15 @@ def test_a_state_dir_of_another_user_is_refused(tmp_path, monkeypatch, plan):
         lab_dir(plan)
 
 
-def test_ssh_sockets_live_in_the_labs_own_private_dir(tmp_path, monkeypatch, plan):
+@pytest.fixture
+def short_dir():
+    """A state dir short enough for the lab's sockets (pytest's tmp_path under xdist is not)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as path:
+        yield Path(path)
+
+
+def test_ssh_sockets_live_in_the_labs_own_private_dir(short_dir, monkeypatch, plan):
+    tmp_path = short_dir
     monkeypatch.setattr(paths, "STATE", tmp_path)
     control = ssh_control_path(plan)
     assert control == f"{tmp_path / plan.name / 'ssh'}/%n"
