@@ -158,7 +158,7 @@ def fresh_host(host, virt):
                 [{"dst": "default", "gateway": "192.0.2.1", "dev": host.mgmt.device}]),
             "sha256sum /var/lib/kubelab/": "1111  candidate",
             # Debian enables it together with networkd (Also=): the deploy disables it.
-            "UnitFileState systemd-networkd-wait-online.service": [
+            "SubState systemd-networkd-wait-online.service": [
                 "Id=systemd-networkd-wait-online.service", "UnitFileState=enabled"]}
 
 
