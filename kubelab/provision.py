@@ -122,18 +122,18 @@ def provision(plan, spec_path):
 
 
 def check_workers(hosts):
-    """pytest-xdist workers for the checks of `hosts` hosts: the checks wait on SSH, not on
-    the CPU, but each worker costs a second of CPU to start; none for a small lab."""
-    return min(MAX_CHECK_WORKERS, hosts // 4)
+    """pytest-xdist workers for the checks of `hosts` hosts (tests/hosts/conftest.py makes
+    it the default): the checks wait on SSH, not on the CPU, but each worker costs a second
+    of CPU to start; none for a small lab."""
+    workers = min(MAX_CHECK_WORKERS, hosts // 4)
+    return workers if workers > 1 else 0
 
 
 def verify_command(plan):
-    names = up_hosts(plan)
-    hosts = ",".join(f"ssh://{name}" for name in names)
-    workers = check_workers(len(names))
+    """The host checks of every host that is up (in parallel: see check_workers)."""
+    hosts = ",".join(f"ssh://{name}" for name in up_hosts(plan))
     return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
-            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q",
-            *(["-n", str(workers)] if workers > 1 else [])]
+            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q"]
 
 
 def verify(plan, spec_path):
