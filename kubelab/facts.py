@@ -117,6 +117,20 @@ class StaleService(FactBase):
         return "stale" in output
 
 
+class ServiceState(FactBase):
+    """(stale, running, enabled) of a service: StaleService and UnitState in one round trip."""
+
+    def default(self):
+        return False, False, False
+
+    def command(self, service, unit, paths, stamp):
+        return (f"( {StaleService().command(service, paths, stamp)} ); "
+                f"{UnitState().command(unit)}")
+
+    def process(self, output):
+        return (StaleService().process(output), *UnitState().process(output))
+
+
 class Exists(FactBase):
     """Whether a path exists (the state a run-once step leaves behind, e.g. kubeadm's
     admin.conf)."""

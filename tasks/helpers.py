@@ -24,7 +24,8 @@ from pyinfra.facts.server import Command, Sysctl
 from pyinfra.facts.systemd import SYSTEMD_UNIT_NAME_REGEX
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import Container, FileState, Links, Sha256File, StaleService, UnitState
+from kubelab.facts import (Container, FileState, Links, ServiceState, Sha256File,
+                           UnitState)
 from kubelab.render import render
 
 # Where candidate configs wait for their checker before they replace the live ones.
@@ -192,30 +193,40 @@ def restart_if_changed(service, *changes, reload=False):
     with the new config)."""
     verb = "Reload" if reload else "Restart"
     stamp = f"{CANDIDATES}/reloaded-{service}"
-    answers = {}
+    states = {}
+
+    def state():
+        # Whether it is stale, runs, starts at boot: one round trip, asked once per host.
+        if host.name not in states:
+            states[host.name] = host.get_fact(
+                ServiceState, service=service, unit=unit_name(service),
+                paths=[c.path for c in changes], stamp=stamp)
+        return states[host.name]
 
     def needed():
-        # Asked by the reload and by its note: the same answer for both, one round trip.
-        if host.name not in answers:
-            answers[host.name] = any(c.did_change() for c in changes) or host.get_fact(
-                StaleService, service=service, paths=[c.path for c in changes], stamp=stamp)
-        return answers[host.name]
+        return any(c.did_change() for c in changes) or state()[0]
 
     systemd.service(name=f"{verb} {service} (config changed)", service=service,
                     running=None, restarted=not reload, reloaded=reload, _if=needed)
     if reload:      # a reload leaves the service's start time: remember when it happened
         server.shell(name=f"Note the reload of {service}",
                      commands=[f"mkdir -p {CANDIDATES} && touch {stamp}"], _if=needed)
+    # With no restart, nothing touched the service since its state was asked.
     unit_state(name=f"Run {service} now and at boot", service=service, running=True,
-               enabled=True)
+               enabled=True, known=lambda: None if needed() else state()[1:])
+
+
+def unit_name(service):
+    """The systemd unit of `service` (a name without a unit suffix is a .service)."""
+    return service if re.fullmatch(SYSTEMD_UNIT_NAME_REGEX, service) else f"{service}.service"
 
 
 @operation()
-def unit_state(service, running=None, enabled=None):
+def unit_state(service, running=None, enabled=None, known=None):
     """pyinfra's systemd.service (start/stop, enable/disable; None leaves it), its state
-    asked in one round trip."""
-    unit = service if re.fullmatch(SYSTEMD_UNIT_NAME_REGEX, service) else f"{service}.service"
-    is_running, is_enabled = host.get_fact(UnitState, unit=unit)
+    asked in one round trip, or none when known() gives it (running, enabled)."""
+    unit = unit_name(service)
+    is_running, is_enabled = (known and known()) or host.get_fact(UnitState, unit=unit)
     if running is not None and running != is_running:
         yield f"systemctl {'start' if running else 'stop'} {unit}"
     if enabled is not None and enabled != is_enabled:
