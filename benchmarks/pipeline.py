@@ -106,10 +106,11 @@ def per_host(trips):
 def stage_lines(first, rerun):
     """Lines: each stage's seconds in the first deploy and the re-run, and the re-run's round
     trips per host of the stage (mean)."""
-    lines = [f"  {'deploy by stage':30} {'first':>7} {'re-run':>8}  re-run round trips per host"]
+    lines = [f"  {'deploy by stage':42} {'first':>7} {'re-run':>8}  "
+             "re-run round trips per host"]
     for stage, seconds in rerun[0].items():
         trips = rerun[1].get(stage, [])
-        lines.append(f"    {stage:28} {first[0].get(stage, 0):5.1f} s {seconds:6.1f} s  "
+        lines.append(f"    {stage:40} {first[0].get(stage, 0):5.1f} s {seconds:6.1f} s  "
                      f"{per_host(trips):5.1f} ({len(trips)} hosts)")
     return lines
 
