@@ -241,15 +241,25 @@ def kernel_settings(stage):
     lab machine loaded br_netfilter), and modules are the lab machine's."""
     for dest, text in kernel_files(stage).items():
         put(dest, text)
-    sysctls = dict(getattr(stage, "SYSCTLS", {}))
-    if in_container():
-        present = host.get_fact(Sysctl, keys=list(sysctls)) if sysctls else {}
-        sysctls = {k: v for k, v in sysctls.items() if k in present}
-    else:
+    if not in_container():
         for module in getattr(stage, "MODULES", []):
             server.modprobe(name=f"Load kernel module {module}", module=module)
-    for key, value in sysctls.items():
-        server.sysctl(name=f"sysctl {key}", key=key, value=value)
+    for key, value in getattr(stage, "SYSCTLS", {}).items():
+        sysctl_set(name=f"sysctl {key}", key=key, value=value, only_if_present=in_container())
+
+
+@operation()
+def sysctl_set(key, value, only_if_present):
+    """pyinfra's server.sysctl for one key of a single value; with `only_if_present`, a key
+    the host does not have (a container's kernel namespace) is left out, in the same round
+    trip."""
+    found = host.get_fact(Sysctl, keys=[key]).get(key)
+    if found is None and only_if_present:
+        host.noop(f"no {key} in this container")
+    elif str(found) != str(value):
+        yield f"sysctl {key}={value}"
+    else:
+        host.noop(f"sysctl {key} is {value}")
 
 
 def nic_files(plan, me, template):
