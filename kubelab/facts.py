@@ -10,7 +10,7 @@ class Container(FactBase):
     """The container technology the host runs in (e.g. 'systemd-nspawn'), or None on a VM.
 
     Inside a container the kernel is the lab machine's: its clock, its kernel modules and its
-    non-namespaced sysctls are not the host's to set. tasks/common.py decides from this fact.
+    non-namespaced sysctls are not the host's to set. tasks/helpers.in_container decides from it.
     """
 
     def command(self):
