@@ -1,6 +1,7 @@
 """The whole pipeline on the container lab, at several sizes: up, first deploy, no-change
-re-run, host checks, memory per host, destroy. A table per size, then the marginal cost of
-one more host between the smallest and the largest.
+re-run, host checks, memory per host, destroy. A table per size, with each deploy's time
+and round trips per host stage by stage (the deploys run through benchmarks/roundtrips.py),
+then the marginal cost of one more host between the smallest and the largest.
 
     python benchmarks/pipeline.py [SIZES...]      (root; default 11 22 50)
 
@@ -8,6 +9,7 @@ one more host between the smallest and the largest.
 spec generated on benchmarks/scale.yaml's wide networks (more workers). Each lab runs under
 a name of its own, in a temporary state dir, and is destroyed at the end, also on failure.
 RSS counts shared pages once per process; PSS shares them out (what a host really costs)."""
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +27,9 @@ import yaml  # noqa: E402
 
 from kubelab import image, nspawn, provision  # noqa: E402
 from kubelab.plan import load_plan  # noqa: E402
+from roundtrips import BEFORE_ANY_OPERATION, round_trips  # noqa: E402
+
+COUNTER = REPO / "benchmarks" / "roundtrips.py"
 
 KNOWN = {11: REPO / "kubelab.yaml", 22: REPO / "examples" / "large.yaml"}
 # Fixed parts of a generated size; the rest are workers.
@@ -72,11 +77,42 @@ def timed(func, *args):
 
 
 def deploy(plan, spec, log):
-    code, output, seconds = provision.deploy(plan, spec, log)
+    """The deploy, counted by benchmarks/roundtrips.py: (pyinfra's totals, seconds,
+    {stage: seconds}, {stage: [round trips of each of its hosts]})."""
+    counted = log.with_suffix(".json")
+    os.environ["KUBELAB_ROUNDTRIPS"] = str(counted)
+    stage_seconds = {}
+    try:
+        code, output, seconds = provision.deploy(plan, spec, log,
+                                                 launcher=[sys.executable, str(COUNTER)],
+                                                 stage_seconds=stage_seconds)
+    finally:
+        del os.environ["KUBELAB_ROUNDTRIPS"]
     totals = provision.totals(output)
     if code != 0 or not totals or totals["errors"]:
         raise SystemExit(f"deploy failed (exit {code}); see {log}")
-    return totals, seconds
+    by_stage = {}
+    for by_host in json.loads(counted.read_text())["counts"].values():
+        for stage, by_kind in by_host.items():
+            by_stage.setdefault(stage, []).append(round_trips(by_kind))
+    by_stage[provision.CONNECTING] = by_stage.pop(BEFORE_ANY_OPERATION, [])
+    return totals, seconds, stage_seconds, by_stage
+
+
+def per_host(trips):
+    return sum(trips) / len(trips) if trips else 0
+
+
+def stage_lines(first, rerun):
+    """Lines: each stage's seconds in the first deploy and the re-run, and the re-run's round
+    trips per host of the stage (mean)."""
+    lines = [f"  {'deploy by stage':42} {'first':>7} {'re-run':>8}  "
+             "re-run round trips per host"]
+    for stage, seconds in rerun[0].items():
+        trips = rerun[1].get(stage, [])
+        lines.append(f"    {stage:40} {first[0].get(stage, 0):5.1f} s {seconds:6.1f} s  "
+                     f"{per_host(trips):5.1f} ({len(trips)} hosts)")
+    return lines
 
 
 def checks(plan, spec):
@@ -94,10 +130,12 @@ def measure(size, folder):
     _, up_s = timed(nspawn.up, plan)
     rows.append(("up (sshd answering on all)", up_s, ""))
     try:
-        (first, first_s) = deploy(plan, spec, folder / f"{size}-deploy.log")
+        first, first_s, *first_stages = deploy(plan, spec, folder / f"{size}-deploy.log")
         rows.append(("first deploy", first_s, f"{first['changed']} changes"))
-        (second, second_s) = deploy(plan, spec, folder / f"{size}-rerun.log")
-        rows.append(("no-change re-run", second_s, f"{second['changed']} changes"))
+        second, second_s, *rerun_stages = deploy(plan, spec, folder / f"{size}-rerun.log")
+        trips = sum(sum(t) for t in rerun_stages[1].values())
+        rows.append(("no-change re-run", second_s, f"{second['changed']} changes; "
+                     f"{trips / size:.1f} round trips per host"))
         summary, checks_s = timed(checks, plan, spec)
         rows.append(("host checks", checks_s, summary))
         rss, pss = memory_mib(plan)
@@ -111,6 +149,7 @@ def measure(size, folder):
     for what, seconds, note in rows:
         shown = f"{seconds:7.1f} s" if seconds is not None else " " * 9
         print(f"  {what:30} {shown}  {note}")
+    print("\n".join(stage_lines(first_stages, rerun_stages)))
     return {what: seconds for what, seconds, _ in rows}
 
 

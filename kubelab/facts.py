@@ -1,14 +1,16 @@
-"""pyinfra facts the deploy needs beyond pyinfra's own: one round-trip each."""
+"""pyinfra facts the deploy needs beyond pyinfra's own: one round-trip each (pyinfra 3.10
+caches no fact: each get_fact is a command on the host)."""
 import json
 
 from pyinfra.api import FactBase
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 
 class Container(FactBase):
     """The container technology the host runs in (e.g. 'systemd-nspawn'), or None on a VM.
 
     Inside a container the kernel is the lab machine's: its clock, its kernel modules and its
-    non-namespaced sysctls are not the host's to set. tasks/common.py decides from this fact.
+    non-namespaced sysctls are not the host's to set. tasks/helpers.in_container decides from it.
     """
 
     def command(self):
@@ -66,6 +68,38 @@ class Sha256File(FactBase):
         return text[0] if text else None
 
 
+class FileState(FactBase):
+    """{"mode": "644", "user", "group", "sha256"} of a file, None when it does not exist: in
+    one round trip what pyinfra's files.put asks in three (the file, its directory, its
+    sha1)."""
+
+    def command(self, path):
+        return f"stat -c '%a %U %G' {path} 2>/dev/null && sha256sum {path} || true"
+
+    def process(self, output):
+        lines = [line for line in output if line.strip()]
+        if len(lines) != 2 or len(lines[0].split()) != 3:
+            return None
+        mode, user, group = lines[0].split()
+        return {"mode": mode, "user": user, "group": group, "sha256": lines[1].split()[0]}
+
+
+class UnitState(FactBase):
+    """(running, enabled) of a systemd unit, judged as pyinfra's SystemdStatus and
+    SystemdEnabled judge them, in one round trip instead of their two."""
+
+    def default(self):
+        return False, False
+
+    def command(self, unit):
+        return f"systemctl show --property Id --property UnitFileState --property SubState {unit}"
+
+    def process(self, output):
+        found = dict(line.strip().split("=", 1) for line in output if "=" in line)
+        return (found.get("SubState") in SystemdStatus.state_values,
+                found.get("UnitFileState") in SystemdEnabled.state_values)
+
+
 class StaleService(FactBase):
     """Whether `service` runs with a config older than one of `paths`: a config written after
     the service last (re)started or reloaded, as a run interrupted between the two leaves it.
@@ -81,6 +115,20 @@ class StaleService(FactBase):
 
     def process(self, output):
         return "stale" in output
+
+
+class ServiceState(FactBase):
+    """(stale, running, enabled) of a service: StaleService and UnitState in one round trip."""
+
+    def default(self):
+        return False, False, False
+
+    def command(self, service, unit, paths, stamp):
+        return (f"( {StaleService().command(service, paths, stamp)} ); "
+                f"{UnitState().command(unit)}")
+
+    def process(self, output):
+        return (StaleService().process(output), *UnitState().process(output))
 
 
 class Exists(FactBase):

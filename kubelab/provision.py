@@ -80,29 +80,37 @@ def totals(output):
     return None
 
 
-def deploy(plan, spec_path, log, hosts=None):
-    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage. Returns
-    (exit code, output, seconds)."""
+CONNECTING = "Connecting, loading facts and the deploy"
+
+
+def deploy(plan, spec_path, log, hosts=None, launcher=None, stage_seconds=None):
+    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage, with
+    pyinfra's own launcher or `launcher` (a command that takes pyinfra's arguments). Returns
+    (exit code, output, seconds); fills `stage_seconds` (a dict) with each phase's seconds."""
     limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
-    cmd = [*pyinfra_command(), "-y", *limits, "inventory.py", "deploy.py"]
+    cmd = [*(launcher or pyinfra_command()), "-y", *limits, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
+    starts = [(CONNECTING, start)]
     with open(log, "w") as out, ExitStack() as stages:
         proc = subprocess.Popen(cmd, cwd=REPO, env=lab_env(spec_path), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        stages.enter_context(phase("Connecting, loading facts and the deploy"))
-        seen = set()
+        stages.enter_context(phase(CONNECTING))
         for line in proc.stdout:
             out.write(line)
             lines.append(line)
             match = STAGE.match(line)
             # Stages overlap where their hosts differ: a phase ends when the next one starts.
-            if match and match.group(1) not in seen:
-                seen.add(match.group(1))
+            if match and match.group(1) not in dict(starts):
+                starts.append((match.group(1), time.monotonic()))
                 stages.close()
                 stages.enter_context(phase(match.group(1)))
         code = proc.wait()
-    return code, "".join(lines), time.monotonic() - start
+    end = time.monotonic()
+    if stage_seconds is not None:
+        ends = [t for _, t in starts[1:]] + [end]
+        stage_seconds.update({name: stop - t for (name, t), stop in zip(starts, ends)})
+    return code, "".join(lines), end - start
 
 
 def provision(plan, spec_path):
@@ -122,18 +130,18 @@ def provision(plan, spec_path):
 
 
 def check_workers(hosts):
-    """pytest-xdist workers for the checks of `hosts` hosts: the checks wait on SSH, not on
-    the CPU, but each worker costs a second of CPU to start; none for a small lab."""
-    return min(MAX_CHECK_WORKERS, hosts // 4)
+    """pytest-xdist workers for the checks of `hosts` hosts (tests/hosts/conftest.py makes
+    it the default): the checks wait on SSH, not on the CPU, but each worker costs a second
+    of CPU to start; none for a small lab."""
+    workers = min(MAX_CHECK_WORKERS, hosts // 4)
+    return workers if workers > 1 else 0
 
 
 def verify_command(plan):
-    names = up_hosts(plan)
-    hosts = ",".join(f"ssh://{name}" for name in names)
-    workers = check_workers(len(names))
+    """The host checks of every host that is up (in parallel: see check_workers)."""
+    hosts = ",".join(f"ssh://{name}" for name in up_hosts(plan))
     return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
-            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q",
-            *(["-n", str(workers)] if workers > 1 else [])]
+            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q"]
 
 
 def verify(plan, spec_path):

@@ -11,15 +11,21 @@ A stage is a module of tasks/ with:
     files_for(plan, me, secrets)  {destination: text} of every file it writes on host `me`
     deploy(plan, me, secrets)  optional: install -> configure -> activate, with those files
 """
+import hashlib
+import re
 from dataclasses import dataclass
-from io import BytesIO, StringIO
+from io import BytesIO
 
 from pyinfra import host
 from pyinfra.api import OperationError, deploy, operation
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Command, Sysctl
+from pyinfra.facts.systemd import SYSTEMD_UNIT_NAME_REGEX
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import Container, Links, Sha256File, StaleService
+from kubelab.facts import (Container, FileState, Links, ServiceState, Sha256File,
+                           UnitState)
 from kubelab.render import render
 
 # Where candidate configs wait for their checker before they replace the live ones.
@@ -81,7 +87,7 @@ def run_stages(stages, plan, me, secrets):
 
 def _run_stage(stage, plan, me, secrets):
     if stage.PACKAGES:
-        apt.packages(name=f"{stage.NAME} packages", packages=stage.PACKAGES)
+        packages(f"{stage.NAME} packages", stage.PACKAGES)
     kernel_settings(stage)
     if hasattr(stage, "deploy"):
         stage.deploy(plan, me, secrets)
@@ -95,11 +101,31 @@ def stage_finished(stage):
 
 # --- files and services -------------------------------------------------------------------
 
+# Per host, what a run learns once: whether it is a container, its installed packages.
+_CONTAINER = {}
+_INSTALLED = {}
+
+
 def in_container():
     """Whether the host shares the lab machine's kernel (see kubelab.facts.Container): then
     its clock, kernel modules and non-namespaced sysctls are the lab machine's to set, not its
-    own. Every container/VM difference in the deploy is decided from this fact."""
-    return host.get_fact(Container) is not None
+    own. Every container/VM difference in the deploy is decided from this fact, asked once
+    per host and run (it cannot change during one)."""
+    if host.name not in _CONTAINER:
+        _CONTAINER[host.name] = host.get_fact(Container) is not None
+    return _CONTAINER[host.name]
+
+
+def packages(name, wanted):
+    """apt.packages for `wanted`, run only when one of them is missing from the installed
+    packages, asked once per host and run: every stage's packages are checked in one round
+    trip, not one per stage. A run only ever adds packages, so a list older than an install
+    can only send apt.packages to check for itself."""
+    def missing():
+        if host.name not in _INSTALLED:
+            _INSTALLED[host.name] = host.get_fact(DebPackages)
+        return not all(p in _INSTALLED[host.name] for p in wanted)
+    apt.packages(name=name, packages=wanted, _if=missing)
 
 
 @dataclass(frozen=True)
@@ -112,12 +138,31 @@ class Change:
         return self.op.did_change()
 
 
-def put(dest, content, mode="0644"):
-    """Upload a rendered file (text, or bytes such as a key); the Change tells whether it
-    changed."""
-    src = BytesIO(content) if isinstance(content, bytes) else StringIO(content)
-    return Change(files.put(name=f"Write {dest}", src=src, dest=dest,
-                            user="root", group="root", mode=mode), dest)
+def put(dest, content, mode="0644", name=None):
+    """Upload a rendered file (text, or bytes such as a key), owned by root, when its content
+    or mode differs; the Change tells whether it changed."""
+    data = content if isinstance(content, bytes) else content.encode()
+    return Change(file_written(name=name or f"Write {dest}", data=data, dest=dest,
+                               mode=mode), dest)
+
+
+@operation()
+def file_written(data, dest, mode):
+    """pyinfra's files.put for a root-owned file, its state asked in one round trip."""
+    found = host.get_fact(FileState, path=dest)
+    mode = f"{int(mode, 8):o}"
+    if found is None or found["sha256"] != hashlib.sha256(data).hexdigest():
+        yield f"mkdir -p {dest.rpartition('/')[0] or '/'}"
+        yield FileUploadCommand(BytesIO(data), dest)
+        yield f"chmod {mode} {dest}"
+        yield f"chown root:root {dest}"
+        return
+    if found["mode"] != mode:
+        yield f"chmod {mode} {dest}"
+    if (found["user"], found["group"]) != ("root", "root"):
+        yield f"chown root:root {dest}"
+    if (found["mode"], found["user"], found["group"]) == (mode, "root", "root"):
+        host.noop(f"{dest} is as rendered")
 
 
 def install_checked(dest, text, check, mode="0644", checker=None):
@@ -130,8 +175,7 @@ def install_checked(dest, text, check, mode="0644", checker=None):
         else f"{check} {candidate}"
     checker = checker or check.split()[0]
     files.directory(name=f"Directory {CANDIDATES}", path=CANDIDATES, mode="0700")
-    files.put(name=f"Write candidate {candidate}", src=StringIO(text),
-              dest=candidate, user="root", group="root", mode=mode)
+    put(candidate, text, mode=mode, name=f"Write candidate {candidate}")
     refused = (f"echo 'kubelab: {dest}: the new config was refused by its checker "
                f"({checker}, message above); the old config stays in place' >&2")
     return Change(server.shell(
@@ -149,18 +193,46 @@ def restart_if_changed(service, *changes, reload=False):
     with the new config)."""
     verb = "Reload" if reload else "Restart"
     stamp = f"{CANDIDATES}/reloaded-{service}"
+    states = {}
+
+    def state():
+        # Whether it is stale, runs, starts at boot: one round trip, asked once per host.
+        if host.name not in states:
+            states[host.name] = host.get_fact(
+                ServiceState, service=service, unit=unit_name(service),
+                paths=[c.path for c in changes], stamp=stamp)
+        return states[host.name]
 
     def needed():
-        return any(c.did_change() for c in changes) or host.get_fact(
-            StaleService, service=service, paths=[c.path for c in changes], stamp=stamp)
+        return any(c.did_change() for c in changes) or state()[0]
 
     systemd.service(name=f"{verb} {service} (config changed)", service=service,
                     running=None, restarted=not reload, reloaded=reload, _if=needed)
     if reload:      # a reload leaves the service's start time: remember when it happened
         server.shell(name=f"Note the reload of {service}",
                      commands=[f"mkdir -p {CANDIDATES} && touch {stamp}"], _if=needed)
-    systemd.service(name=f"Run {service} now and at boot", service=service, running=True,
-                    enabled=True)
+    # With no restart, nothing touched the service since its state was asked.
+    unit_state(name=f"Run {service} now and at boot", service=service, running=True,
+               enabled=True, known=lambda: None if needed() else state()[1:])
+
+
+def unit_name(service):
+    """The systemd unit of `service` (a name without a unit suffix is a .service)."""
+    return service if re.fullmatch(SYSTEMD_UNIT_NAME_REGEX, service) else f"{service}.service"
+
+
+@operation()
+def unit_state(service, running=None, enabled=None, known=None):
+    """pyinfra's systemd.service (start/stop, enable/disable; None leaves it), its state
+    asked in one round trip, or none when known() gives it (running, enabled)."""
+    unit = unit_name(service)
+    is_running, is_enabled = (known and known()) or host.get_fact(UnitState, unit=unit)
+    if running is not None and running != is_running:
+        yield f"systemctl {'start' if running else 'stop'} {unit}"
+    if enabled is not None and enabled != is_enabled:
+        yield f"systemctl {'enable' if enabled else 'disable'} {unit}"
+    if (running in (None, is_running)) and (enabled in (None, is_enabled)):
+        host.noop(f"{unit}: running {is_running}, enabled {is_enabled}")
 
 
 def kernel_settings(stage):
@@ -169,15 +241,25 @@ def kernel_settings(stage):
     lab machine loaded br_netfilter), and modules are the lab machine's."""
     for dest, text in kernel_files(stage).items():
         put(dest, text)
-    sysctls = dict(getattr(stage, "SYSCTLS", {}))
-    if in_container():
-        present = host.get_fact(Sysctl, keys=list(sysctls)) if sysctls else {}
-        sysctls = {k: v for k, v in sysctls.items() if k in present}
-    else:
+    if not in_container():
         for module in getattr(stage, "MODULES", []):
             server.modprobe(name=f"Load kernel module {module}", module=module)
-    for key, value in sysctls.items():
-        server.sysctl(name=f"sysctl {key}", key=key, value=value)
+    for key, value in getattr(stage, "SYSCTLS", {}).items():
+        sysctl_set(name=f"sysctl {key}", key=key, value=value, only_if_present=in_container())
+
+
+@operation()
+def sysctl_set(key, value, only_if_present):
+    """pyinfra's server.sysctl for one key of a single value; with `only_if_present`, a key
+    the host does not have (a container's kernel namespace) is left out, in the same round
+    trip."""
+    found = host.get_fact(Sysctl, keys=[key]).get(key)
+    if found is None and only_if_present:
+        host.noop(f"no {key} in this container")
+    elif str(found) != str(value):
+        yield f"sysctl {key}={value}"
+    else:
+        host.noop(f"sysctl {key} is {value}")
 
 
 def nic_files(plan, me, template):
@@ -192,8 +274,8 @@ def internal_nics(me, files_by_path, timeout):
     changes = [put(path, text) for path, text in files_by_path.items()]
     restart_if_changed("systemd-networkd", *changes)
     # Boot must never wait for a gateway that may be down (Debian enables it with networkd).
-    systemd.service(name="Boot does not wait for the internal NICs",
-                    service="systemd-networkd-wait-online", running=None, enabled=False)
+    unit_state(name="Boot does not wait for the internal NICs",
+               service="systemd-networkd-wait-online", enabled=False)
     for nic in me.nics:
         address_up(name=f"{nic.network}: address {nic.address}", mac=nic.mac,
                    address=str(nic.address), timeout=timeout)

@@ -11,11 +11,12 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files
 
 from kubelab.facts import Codename, SwapDevices
 from kubelab.render import render
-from tasks.helpers import in_container, install_checked, put, render_files, restart_if_changed
+from tasks.helpers import (in_container, install_checked, put, render_files, restart_if_changed,
+                           unit_state)
 
 NAME = "Kubernetes hosts"
 GROUPS = ("masters", "workers")
@@ -115,8 +116,7 @@ def deploy(plan, me, secrets):
     restart_if_changed("containerd", config)
     put(CRICTL, rendered[CRICTL])
     # kubeadm starts kubelet with the configuration it writes; it must start at boot.
-    systemd.service(name="kubelet starts at boot", service="kubelet", running=None,
-                    enabled=True)
+    unit_state(name="kubelet starts at boot", service="kubelet", enabled=True)
 
 
 def missing_packages():

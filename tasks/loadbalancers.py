@@ -25,7 +25,7 @@ from pyinfra.operations import server, systemd
 from kubelab.facts import Links
 from kubelab.render import render
 from tasks.helpers import (CANDIDATES, chosen, install_checked, publish, put, render_files,
-                           restart_if_changed, shared)
+                           restart_if_changed, shared, unit_state)
 
 NAME = "Load balancers"
 GROUPS = ("loadbalancers",)
@@ -93,8 +93,8 @@ def deploy(plan, me, secrets):
     systemd.daemon_reload(name="systemd reads corosync's drop-in", _if=wait.did_change)
     corosync = install_checked(COROSYNC, rendered[COROSYNC], "corosync -t -c")
     restart_if_changed("corosync", corosync, authkey)
-    systemd.service(name="Run pacemaker now and at boot", service="pacemaker",
-                    running=True, enabled=True)
+    unit_state(name="Run pacemaker now and at boot", service="pacemaker", running=True,
+               enabled=True)
 
     first = chosen(plan, "loadbalancers")
     for node in plan.group("loadbalancers"):

@@ -11,9 +11,9 @@ import xml.etree.ElementTree as ET
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, OperationError, operation
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 
-from tasks.helpers import chosen, in_container
+from tasks.helpers import chosen, in_container, unit_state
 
 NAME = "Storage"
 GROUPS = ("storage",)
@@ -289,8 +289,8 @@ def deploy(plan, me, secrets):
         bricks_disk(plan, me)
     for volume in plan.storage.volumes:
         files.directory(name=f"Brick directory of {volume}", path=brick_path(volume))
-    systemd.service(name="Run glusterd now and at boot", service="glusterd", running=True,
-                    enabled=True)
+    unit_state(name="Run glusterd now and at boot", service="glusterd", running=True,
+               enabled=True)
     if me != chosen(plan, "storage"):
         return
     if not whole_pool_in_run(plan):

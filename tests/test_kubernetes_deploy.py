@@ -37,13 +37,14 @@ def vm(host):
             "openssl x509 -pubkey": CA_HASH}
 
 
-def present(path, text=None, kind="-rw-r--r--"):
-    """Answers saying a file (or directory) exists, as put() would leave `text` (same sha1).
-    A fake answers the first key found in a command: a directory's go after its files'."""
-    stat = f"user=root group=root mode={kind} atime=0 mtime=0 ctime=0 size=1 '{path}'"
-    same = {f"sha1sum {path}": f"{hashlib.sha1(text.encode()).hexdigest()}  {path}"} \
-        if text else {}
-    return {**same, path: stat}
+def present(path):
+    """Answers saying a file exists (pyinfra's stat, for files.download)."""
+    return {path: f"user=root group=root mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"}
+
+
+def written(path, text):
+    """Answers saying put() left `text` at `path` (kubelab.facts.FileState)."""
+    return {path: ["644 root root", f"{hashlib.sha256(text.encode()).hexdigest()}  {path}"]}
 
 
 def initialised(plan, secrets, lost=(), token=True, certs=True):
@@ -53,11 +54,9 @@ def initialised(plan, secrets, lost=(), token=True, certs=True):
         joined = host.name not in lost
         keys = {**present(kubernetes.DOCKER_KEY), **present(kubernetes.kubernetes_key(plan))}
         apt = {} if host.group not in ("masters", "workers") else {
-            **present(kubernetes.DOCKER_SOURCES, kubernetes.docker_sources("bookworm")),
+            **written(kubernetes.DOCKER_SOURCES, kubernetes.docker_sources("bookworm")),
             **{k: v for path in (kubernetes.KUBERNETES_SOURCES, kubernetes.PREFERENCES)
-               for k, v in present(path, host_files(plan, host, secrets)[path]).items()},
-            **present("/etc/apt/sources.list.d", kind="drwxr-xr-x"),
-            **present("/etc/apt/preferences.d", kind="drwxr-xr-x")}
+               for k, v in written(path, host_files(plan, host, secrets)[path]).items()}}
         nodes = [f"{h.name}={'False' if h.name in lost else 'True'}"
                  for h in plan.group("kubernetes")]
         return {"test -e /etc/kubernetes/admin.conf": "yes",

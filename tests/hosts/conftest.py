@@ -3,6 +3,8 @@
     pytest tests/hosts --hosts=ssh://gateway,ssh://hapx01 --ssh-config=.kubelab/LAB/ssh_config
     kubelab verify        (the same, for every host the lab brought up)
 
+They run in parallel across hosts (pytest-xdist; -n 0 runs them in this process).
+
 --hosts names the hosts that are up (default: every planned host); the plan of $KUBELAB_SPEC
 says what each one is, and each check is generated only for the hosts it applies to.
 They need a running lab, so the unit test run (`pytest` from the top) does not collect them;
@@ -16,6 +18,7 @@ import testinfra
 from kubelab.inventory import bring_up_hint, checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
+from kubelab.provision import check_workers
 from tasks.helpers import chosen
 
 HERE = Path(__file__).parent.resolve()
@@ -27,6 +30,14 @@ def pytest_ignore_collect(collection_path, config):
     if not asked and HERE in Path(collection_path).resolve().parents:
         return True
     return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """The checks run in parallel across hosts (pytest-xdist workers, as many as
+    check_workers gives for the hosts asked) unless -n says otherwise; before xdist reads -n."""
+    if config.option.numprocesses is None and not hasattr(config, "workerinput"):
+        config.option.numprocesses = check_workers(len(up_hosts(config, _plan())))
 
 
 def _plan():

@@ -31,12 +31,20 @@ def lb_network(plan):
 SETTLE_SECONDS = 150    # for a cluster that has just booted: its controller election is 20 s
 
 
+# The hosts whose cluster was seen settled in this session (this worker).
+_settled = set()
+
+
 def settled(host):
     """Wait (bounded) until the cluster has placed the VIP and finished its transitions, as
-    it has a while after its nodes boot; at once when it has."""
+    it has a while after its nodes boot. Once per host and session: crm_resource --wait takes
+    2 s even on a settled cluster, and nothing unsettles it while the checks run."""
+    if host in _settled:
+        return
     run_ok(host, f"timeout {SETTLE_SECONDS} sh -c 'until crm_resource --locate --resource "
                  "api-vip 2>/dev/null | grep -q \"running on\"; do sleep 1; done'")
     run_ok(host, f"crm_resource --wait --timeout={SETTLE_SECONDS}s")
+    _settled.add(host)
 
 
 # --- corosync ---------------------------------------------------------------------------------
