@@ -2,7 +2,8 @@
 
 provision runs `pyinfra -y inventory.py deploy.py` and verify runs `pytest tests/hosts`
 with the spec in $KUBELAB_SPEC, limited to the hosts the lab brought up (the ones in its
-ssh config). Both print one progress line per stage and keep the tools' full output in
+ssh config) and, with `until`, to the stages up to that one (pyinfra's `--data
+kubelab_until=STAGE`, pytest's `--until=STAGE`). Both print one progress line per stage and keep the tools' full output in
 the lab's state directory.
 """
 import os
@@ -20,6 +21,7 @@ from kubelab.paths import REPO, lab_dir, lab_provider, ssh_config
 from kubelab.providers import resolve
 from kubelab.progress import phase
 from kubelab.vagrant import check_routes
+from tasks import UNTIL
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 MAX_CHECK_WORKERS = 4
@@ -80,11 +82,12 @@ def totals(output):
     return None
 
 
-def deploy(plan, spec_path, log, hosts=None):
-    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage. Returns
-    (exit code, output, seconds)."""
+def deploy(plan, spec_path, log, hosts=None, until=None):
+    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage, its
+    stages up to `until` (default: all). Returns (exit code, output, seconds)."""
     limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
-    cmd = [*pyinfra_command(), "-y", *limits, "inventory.py", "deploy.py"]
+    stages = ["--data", f"{UNTIL}={until}"] if until else []
+    cmd = [*pyinfra_command(), "-y", *limits, *stages, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
     with open(log, "w") as out, ExitStack() as stages:
@@ -105,11 +108,12 @@ def deploy(plan, spec_path, log, hosts=None):
     return code, "".join(lines), time.monotonic() - start
 
 
-def provision(plan, spec_path):
-    """Configure every host that is up; returns the exit code for the CLI."""
+def provision(plan, spec_path, until=None):
+    """Configure every host that is up (the stages up to `until`); returns the exit code for
+    the CLI."""
     log = lab_dir(plan) / "provision.log"
     hosts = up_hosts(plan)
-    code, output, seconds = deploy(plan, spec_path, log, hosts)
+    code, output, seconds = deploy(plan, spec_path, log, hosts, until)
     result = totals(output)
     if code != 0 or not result or not result["hosts"] or result["errors"]:
         tail = "\n".join(output.splitlines()[-30:])
@@ -127,16 +131,19 @@ def check_workers(hosts):
     return min(MAX_CHECK_WORKERS, hosts // 4)
 
 
-def verify_command(plan):
+def verify_command(plan, until=None):
     names = up_hosts(plan)
     hosts = ",".join(f"ssh://{name}" for name in names)
     workers = check_workers(len(names))
     return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
             f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q",
+            *([f"--until={until}"] if until else []),
             *(["-n", str(workers)] if workers > 1 else [])]
 
 
-def verify(plan, spec_path):
-    """Run the host checks on every host that is up; returns pytest's exit code."""
+def verify(plan, spec_path, until=None):
+    """Run the host checks on every host that is up (those of the stages up to `until`);
+    returns pytest's exit code."""
     with phase(f"Checking lab {plan.name} (pytest tests/hosts)"):
-        return subprocess.run(verify_command(plan), cwd=REPO, env=lab_env(spec_path)).returncode
+        return subprocess.run(verify_command(plan, until), cwd=REPO,
+                              env=lab_env(spec_path)).returncode
