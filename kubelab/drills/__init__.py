@@ -14,6 +14,7 @@ import time
 
 from kubelab import providers
 from kubelab.errors import LabError
+from kubelab.inventory import reachable
 from kubelab.paths import lab_provider, ssh_config
 from kubelab.vagrant import check_routes
 
@@ -45,6 +46,13 @@ class Timeline:
         self.events.append((round(at, 2), text))
         if not self.quiet:
             print(f"  {at:7.2f} s  {text}", flush=True)
+
+
+def up(plan, group):
+    """The hosts of `group` the lab has up (in its ssh config; existing machines): a lab may
+    run only some of its planned hosts (`kubelab up --hosts`)."""
+    names = reachable(plan)
+    return [h for h in plan.group(group) if h.name in names]
 
 
 def ssh_command(plan, host, command, shared=True):

@@ -18,7 +18,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-from kubelab.drills import DrillError, power_cut, power_on, ssh_command, wait_until
+from kubelab.drills import DrillError, power_cut, power_on, ssh_command, up, wait_until
 from kubelab.drills import run as on_host
 from kubelab.secrets import lab_secrets
 
@@ -164,18 +164,20 @@ def holding(plan, lbs):
 
 
 def client_host(plan):
-    """A host on another network than the load balancers' (through the gateway)."""
+    """A host that is up on another network than the load balancers' (through the
+    gateway)."""
     lb_network = plan.group("loadbalancers")[0].nics[0].network
-    for host in plan.group("workers") + plan.group("masters") + plan.group("storage"):
+    for host in up(plan, "workers") + up(plan, "masters") + up(plan, "storage"):
         if host.nics[0].network != lb_network:
             return host
-    raise DrillError("no host outside the load balancers' network to run the client on")
+    raise DrillError("no host up outside the load balancers' network to run the client on")
 
 
 def start_standins(plan, timeline):
-    """A stand-in on every master whose API port has no listener; returns those masters."""
+    """A stand-in on every master that is up and has no listener on its API port; returns
+    those masters."""
     started = []
-    for master in plan.group("masters"):
+    for master in up(plan, "masters"):
         if on_host(plan, master, f"ss -Hltn 'sport = :{plan.api_port}'").stdout.strip():
             continue
         on_host(plan, master, f"mkdir -p {STANDIN_DIR} && cd {STANDIN_DIR} && "
@@ -266,6 +268,7 @@ def steps(plan, timeline, client, figures):
     client.wait(recovered(cut), "requests did not succeed again after the power cut")
     figures["hard_kill_outage_s"] = outage(client.since(cut))
     moved = wait_until(lambda: vip_holder(plan, survivor), "the VIP came up nowhere", WAIT)
+    figures["power_cut"], figures["vip_after_power_cut"] = holder.name, moved.name
     timeline.mark(f"   requests succeed again: outage {figures['hard_kill_outage_s']} s; "
                   f"VIP on {moved.name}")
 
@@ -311,7 +314,8 @@ def steps(plan, timeline, client, figures):
                   f"{figures['clean_move_outage_s']} s; {current.name} online again")
 
     # 4. One master's API port refuses: HAProxy's checks take it out.
-    master, balancer = plan.group("masters")[0], vip_holder(plan, current)
+    masters = up(plan, "masters")
+    master, balancer = masters[0], vip_holder(plan, current)
     rule = f"INPUT -p tcp --dport {plan.api_port} -j REJECT --reject-with tcp-reset"
     stop = time.time()
     on_host(plan, master, f"iptables -I {rule}")
@@ -327,7 +331,7 @@ def steps(plan, timeline, client, figures):
                   f"{figures['backend_down_detect_s']} s "
                   f"({figures['backend_down_failed_requests']} failed requests meanwhile); "
                   "port open again")
-    if len(plan.group("masters")) == 1:
+    if len(masters) == 1:
         timeline.mark("   (one master: no backend is left while it is down, so requests fail "
                       "until it is back)")
     client.wait(lambda c: any(ok for t, ok in c.since(time.time() - 1)),
