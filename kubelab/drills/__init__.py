@@ -104,18 +104,19 @@ def power_cut(plan, host):
     _provider(plan).power_cut(plan, host)
 
 
+def answers_ssh(plan, host):
+    try:
+        return subprocess.run(ssh_command(plan, host, "true", shared=False),
+                              capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False    # a booting VM under software emulation: sshd accepts, slow to answer
+
+
 def power_on(plan, host):
     """Power a host on again and wait until it answers over SSH."""
     _provider(plan).power_on(plan, host)
-    deadline = time.monotonic() + SSH_TIMEOUT
-    while time.monotonic() < deadline:
-        probe = subprocess.run(ssh_command(plan, host, "true", shared=False),
-                               capture_output=True, timeout=30)
-        if probe.returncode == 0:
-            return
-        time.sleep(1)
-    raise DrillError(f"{host.name} did not answer over SSH within {SSH_TIMEOUT} s of "
-                     "its power-on")
+    wait_until(lambda: answers_ssh(plan, host),
+               f"{host.name} did not answer over SSH after its power-on", SSH_TIMEOUT)
 
 
 def main(plan, name, as_json=False):
