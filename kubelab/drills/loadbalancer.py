@@ -37,6 +37,7 @@ import http.client, socket, ssl, sys, threading, time
 vip, port, interval, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 context = ssl._create_unverified_context()
 lock = threading.Lock()
+print(f"clock {time.time():.3f}", flush=True)
 def probe(start):
     try:
         # 1 s to reach the VIP (a SYN lost to a dead node is not retried within it); the
@@ -88,11 +89,14 @@ Server((address, port), Handler).serve_forever()
 
 class Client:
     """The requests of the client, read as they come: results [(start, ok)], and why each
-    failed request failed, {start: what}."""
+    failed request failed, {start: what}. Start times are on this machine's clock: a VM's
+    own clock may be seconds off it, so the client says its time first, and the offset
+    (late by the output's latency, milliseconds) is applied to every request's."""
 
     def __init__(self, plan, host):
         self.results = []
         self.why = {}
+        self.offset = None
         self.proc = subprocess.Popen(
             ssh_command(plan, host, f"python3 -u - {plan.api_vip} {plan.api_port} {INTERVAL} "
                         f"{CLIENT_SECONDS}", shared=False),
@@ -103,10 +107,15 @@ class Client:
 
     def _read(self):
         for line in self.proc.stdout:
-            start, ok, what = line.split(" ", 2)
-            self.results.append((float(start), ok == "1"))
+            first, rest = line.split(" ", 1)
+            if first == "clock":
+                self.offset = time.time() - float(rest)
+                continue
+            ok, what = rest.split(" ", 1)
+            start = float(first) + self.offset
+            self.results.append((start, ok == "1"))
             if ok != "1":
-                self.why[float(start)] = what.strip()
+                self.why[start] = what.strip()
 
     def since(self, t):
         return sorted(r for r in list(self.results) if r[0] >= t)
@@ -201,12 +210,13 @@ def stop_standins(plan, masters):
 
 
 def server_down_seen(plan, balancer, master, timeout=WAIT):
-    """Wait on `balancer` until HAProxy marks `master` DOWN; returns the time it saw it."""
-    done = on_host(plan, balancer, (
+    """Wait on `balancer` until HAProxy marks `master` DOWN; returns when this machine
+    learnt it (on its own clock, not the balancer's: late by one SSH reply)."""
+    on_host(plan, balancer, (
         f"timeout {timeout} sh -c 'until echo \"show stat\" | nc -U /run/haproxy/admin.sock "
-        f"| grep -q \"^masters,{master.name},.*,DOWN,\"; do sleep 0.05; done; date +%s.%N'"),
+        f"| grep -q \"^masters,{master.name},.*,DOWN,\"; do sleep 0.05; done'"),
         timeout=timeout + 10)
-    return float(done.stdout.strip())
+    return time.time()
 
 
 def run(plan, timeline):
@@ -324,6 +334,7 @@ def steps(plan, timeline, client, figures):
         seen = server_down_seen(plan, balancer, master)
     finally:
         on_host(plan, master, f"iptables -D {rule}")
+    reopened = time.time()
     figures["backend_down_detect_s"] = round(seen - stop, 2)
     figures["backend_down_failed_requests"] = sum(1 for t, ok in client.since(stop)
                                                   if not ok and t < seen)
@@ -334,6 +345,6 @@ def steps(plan, timeline, client, figures):
     if len(masters) == 1:
         timeline.mark("   (one master: no backend is left while it is down, so requests fail "
                       "until it is back)")
-    client.wait(lambda c: any(ok for t, ok in c.since(time.time() - 1)),
+    client.wait(lambda c: any(ok for _, ok in c.since(reopened)),
                 "requests did not succeed again once the master answered")
 
