@@ -2,7 +2,7 @@
 without change; the failover drill (`kubelab drill loadbalancer --json`); both load balancers
 rebooted at once, after which the cluster forms again and the checks pass. The lab is
 examples/small.yaml under a name of this module's own. Prints the drill's figures. Needs
-root; CI runs it every time. (VMs: not run here, see the README.)"""
+root; CI runs it every time. (On VMs: tests/test_vm.py, which runs the same drill().)"""
 import json
 import os
 import subprocess
