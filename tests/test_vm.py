@@ -17,7 +17,7 @@ which this machine cannot reach) and those stages' checks; last, the failover dr
 (`kubelab drill loadbalancer --json`) with the VIP's node powered off by libvirt: the VIP
 must come up on the other node, no request fail once its old node is back, the VIP not move.
 
-Slow under software emulation (15-20 minutes). Prints what it measures: box time, VM up
+Slow under software emulation (~25 minutes on 2 cores, more on a loaded machine). Prints what it measures: box time, VM up
 time, QEMU's memory per VM, deploy times, reboot time, the drill's figures, destroy time."""
 import re
 import subprocess
@@ -259,8 +259,8 @@ def test_load_balancer_drill_on_vms(lb_vms, report):
     plan, _ = lb_vms
     started = time.monotonic()
     figures = drill(plan, SPEC)
-    assert figures["failed_after_recovery"] == 0, figures
-    assert figures["hard_kill_outage_s"] < 60, figures
     report(f"drill loadbalancer on VMs in {time.monotonic() - started:.1f} s: "
            f"{figures_line(figures)}; QEMU RSS MiB: "
            f"{_qemu_rss_mib(plan, [h.name for h in plan.hosts])}")
+    assert figures["failed_after_recovery"] == 0, figures_line(figures)
+    assert figures["hard_kill_outage_s"] < 60, figures_line(figures)
