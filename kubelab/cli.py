@@ -102,12 +102,12 @@ def cmd_up(plan, args):
 
 def cmd_provision(plan, args):
     from kubelab.provision import provision
-    return provision(plan, args.spec)
+    return provision(plan, args.spec, args.until)
 
 
 def cmd_verify(plan, args):
     from kubelab.provision import verify
-    return verify(plan, args.spec)
+    return verify(plan, args.spec, args.until)
 
 
 def cmd_create(plan, args):
@@ -192,6 +192,13 @@ def _parser():
         p.set_defaults(func=func)
         return p
 
+    from tasks import stage_names
+
+    def until(p):
+        p.add_argument("--until", metavar="STAGE", choices=stage_names(),
+                       help="only the deploy stages up to this one, and their checks: "
+                            f"{', '.join(stage_names())}")
+
     add("plan", cmd_plan, "show the address plan").add_argument(
         "--json", action="store_true", help="machine-readable output")
     add("render", cmd_render, "write the Vagrantfile and every derived file")
@@ -209,8 +216,10 @@ def _parser():
         p = add(name, func, help)
         p.add_argument("--provider", choices=PROVIDERS, help="default: the lab's, else the spec's")
         p.add_argument("--hosts", help="a comma-separated subset of the plan's hosts")
-    add("provision", cmd_provision, "configure every host (pyinfra)")
-    add("verify", cmd_verify, "check every host (pytest + testinfra)")
+        if name == "create":
+            until(p)
+    until(add("provision", cmd_provision, "configure every host (pyinfra)"))
+    until(add("verify", cmd_verify, "check every host (pytest + testinfra)"))
     add("status", cmd_status, "what is running")
     add("kubeconfig", cmd_kubeconfig, "the path of the lab's kubeconfig")
     add("headlamp", cmd_headlamp, "Headlamp's address and a read-only login token")

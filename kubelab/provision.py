@@ -2,7 +2,8 @@
 
 provision runs `pyinfra -y inventory.py deploy.py` and verify runs `pytest tests/hosts`
 with the spec in $KUBELAB_SPEC, limited to the hosts the lab brought up (the ones in its
-ssh config). Both print one progress line per stage and keep the tools' full output in
+ssh config) and, with `until`, to the stages up to that one (pyinfra's `--data
+kubelab_until=STAGE`, pytest's `--until=STAGE`). Both print one progress line per stage and keep the tools' full output in
 the lab's state directory.
 """
 import os
@@ -20,6 +21,7 @@ from kubelab.paths import REPO, lab_dir, lab_provider, ssh_config
 from kubelab.providers import resolve
 from kubelab.progress import phase
 from kubelab.vagrant import check_routes
+from tasks import UNTIL
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 MAX_CHECK_WORKERS = 4
@@ -83,12 +85,14 @@ def totals(output):
 CONNECTING = "Connecting, loading facts and the deploy"
 
 
-def deploy(plan, spec_path, log, hosts=None, launcher=None, stage_seconds=None):
-    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage, with
-    pyinfra's own launcher or `launcher` (a command that takes pyinfra's arguments). Returns
-    (exit code, output, seconds); fills `stage_seconds` (a dict) with each phase's seconds."""
+def deploy(plan, spec_path, log, hosts=None, until=None, launcher=None, stage_seconds=None):
+    """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage, its
+    stages up to `until` (default: all), with pyinfra's own launcher or `launcher` (a command
+    that takes pyinfra's arguments). Returns (exit code, output, seconds); fills
+    `stage_seconds` (a dict) with each phase's seconds."""
     limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
-    cmd = [*(launcher or pyinfra_command()), "-y", *limits, "inventory.py", "deploy.py"]
+    stages = ["--data", f"{UNTIL}={until}"] if until else []
+    cmd = [*(launcher or pyinfra_command()), "-y", *limits, *stages, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
     starts = [(CONNECTING, start)]
@@ -113,11 +117,12 @@ def deploy(plan, spec_path, log, hosts=None, launcher=None, stage_seconds=None):
     return code, "".join(lines), end - start
 
 
-def provision(plan, spec_path):
-    """Configure every host that is up; returns the exit code for the CLI."""
+def provision(plan, spec_path, until=None):
+    """Configure every host that is up (the stages up to `until`); returns the exit code for
+    the CLI."""
     log = lab_dir(plan) / "provision.log"
     hosts = up_hosts(plan)
-    code, output, seconds = deploy(plan, spec_path, log, hosts)
+    code, output, seconds = deploy(plan, spec_path, log, hosts, until)
     result = totals(output)
     if code != 0 or not result or not result["hosts"] or result["errors"]:
         tail = "\n".join(output.splitlines()[-30:])
@@ -137,14 +142,18 @@ def check_workers(hosts):
     return workers if workers > 1 else 0
 
 
-def verify_command(plan):
-    """The host checks of every host that is up (in parallel: see check_workers)."""
+def verify_command(plan, until=None):
+    """The host checks of every host that is up (in parallel: see check_workers), those of
+    the stages up to `until`."""
     hosts = ",".join(f"ssh://{name}" for name in up_hosts(plan))
     return [sys.executable, "-m", "pytest", "tests/hosts", f"--hosts={hosts}",
-            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q"]
+            f"--ssh-config={ssh_config(plan)}", "-p", "no:cacheprovider", "-q",
+            *([f"--until={until}"] if until else [])]
 
 
-def verify(plan, spec_path):
-    """Run the host checks on every host that is up; returns pytest's exit code."""
+def verify(plan, spec_path, until=None):
+    """Run the host checks on every host that is up (those of the stages up to `until`);
+    returns pytest's exit code."""
     with phase(f"Checking lab {plan.name} (pytest tests/hosts)"):
-        return subprocess.run(verify_command(plan), cwd=REPO, env=lab_env(spec_path)).returncode
+        return subprocess.run(verify_command(plan, until), cwd=REPO,
+                              env=lab_env(spec_path)).returncode

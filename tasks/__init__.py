@@ -26,6 +26,25 @@ STAGES = [
 ]
 
 
+# pyinfra data naming the last stage to run (`pyinfra --data kubelab_until=STAGE`, `kubelab
+# provision --until STAGE`): a lab built only so far, e.g. without the Kubernetes stages on
+# hosts that cannot reach their package repositories.
+UNTIL = "kubelab_until"
+
+
+def stage_names():
+    return [stage_name(s) for s in STAGES]
+
+
+def stages_until(name=None):
+    """STAGES up to and including the one named `name` (every stage for None)."""
+    if name is None:
+        return STAGES
+    if name not in stage_names():
+        raise ValueError(f"no deploy stage {name!r}; the stages: {', '.join(stage_names())}")
+    return STAGES[:stage_names().index(name) + 1]
+
+
 def host_files(plan, me, secrets):
     """{destination: content} of every file the deploy writes on host `me`."""
     out = {}

@@ -14,7 +14,8 @@ from kubelab.secrets import GENERATORS
 from kubelab.inventory import host_data
 from kubelab.paths import DEFAULT_SPEC, REPO
 from kubelab.plan import load_plan
-from kubelab.provision import pyinfra_command, totals
+from kubelab.provision import STAGE, pyinfra_command, totals
+import tasks
 from tasks import host_files as lab_host_files
 
 SMALL = REPO / "examples" / "small.yaml"
@@ -243,8 +244,9 @@ def fake_deploy(tmp_path, spec, responses):
     return fake_events(output), totals(output)
 
 
-def fake_run(tmp_path, spec, responses):
-    """(pyinfra's exit code, its output) of the deploy on @fake hosts."""
+def fake_run(tmp_path, spec, responses, *options):
+    """(pyinfra's exit code, its output) of the deploy on @fake hosts, with pyinfra's
+    `options`."""
     plan = load_plan(spec)
     hosts = []
     for host in plan.hosts:
@@ -256,7 +258,7 @@ def fake_run(tmp_path, spec, responses):
     inventory.write_text("import json, pathlib\n"
                          "hosts = [tuple(h) for h in json.loads(pathlib.Path("
                          f"{str(tmp_path / 'hosts.json')!r}).read_text())]\n")
-    run = subprocess.run([*pyinfra_command(), "-y", "-vv", str(inventory),
+    run = subprocess.run([*pyinfra_command(), "-y", "-vv", *options, str(inventory),
                           DEPLOY], cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(spec)},
                          capture_output=True, text=True, timeout=120)
     return run.returncode, run.stdout + run.stderr
@@ -285,6 +287,17 @@ def commands(events, host):
 @pytest.fixture(scope="module")
 def vm_run(tmp_path_factory):
     return fake_deploy(tmp_path_factory.mktemp("vm"), SMALL, lambda h: fresh_host(h, "none"))
+
+
+def test_a_deploy_until_a_stage_runs_that_stage_and_those_before_only(tmp_path):
+    """`--data kubelab_until=loadbalancers` (`kubelab provision --until loadbalancers`): the
+    stages up to the load balancers run, from the baseline on; no later stage starts."""
+    code, output = fake_run(tmp_path, SMALL, lambda h: fresh_host(h, "none"),
+                            "--data", f"{tasks.UNTIL}=loadbalancers")
+    assert code == 0, output[-3000:]
+    started = {m.group(1) for m in map(STAGE.match, output.splitlines()) if m}
+    assert started == {stage.NAME for stage in tasks.stages_until("loadbalancers")}
+    assert any(" install haproxy " in cmd for cmd in commands(fake_events(output), "hapx01"))
 
 
 def test_gateway_is_serving_before_any_host_asks_for_dhcp(vm_run):

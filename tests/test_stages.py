@@ -116,3 +116,34 @@ def test_the_chosen_host_publishes_and_the_others_use_it(tmp_path, monkeypatch):
     events, totals = fake_deploy(tmp_path, SMALL, answers)
     used = {h: cmd for op, h, cmd in events if op == "Use the pool id"}
     assert used == {h.name: f"echo using pool-of-{first.name}" for h in plan.group("storage")}
+
+
+def test_a_lab_built_until_a_stage_has_that_stage_and_those_before():
+    assert tasks.stages_until(None) == tasks.STAGES
+    upto = tasks.stages_until("loadbalancers")
+    assert [stage_name(s) for s in upto] == ["baseline", "gateway", "network", "loadbalancers"]
+    with pytest.raises(ValueError, match="no deploy stage 'kube'; the stages: baseline, "):
+        tasks.stages_until("kube")
+
+
+def test_checks_until_a_stage_leave_out_those_of_later_stages(tmp_path):
+    """`pytest tests/hosts --until=STAGE` (`kubelab verify --until STAGE`) collects the check
+    files of the stages up to STAGE; a file that also checks later stages only with them."""
+    config = tmp_path / "ssh_config"
+    config.write_text("".join(f"Host {h.name}\n" for h in load_plan(SMALL).hosts))
+
+    def files(*until):
+        run = subprocess.run(["python", "-m", "pytest", "tests/hosts", "--collect-only", "-q",
+                              "-p", "no:cacheprovider", f"--ssh-config={config}", *until],
+                             cwd=REPO, env={**os.environ, "KUBELAB_SPEC": str(SMALL)},
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return set(re.findall(r"^tests/hosts/(test_\w+)\.py::", run.stdout, re.M))
+
+    every = {"test_baseline", "test_gateway", "test_network", "test_loadbalancers",
+             "test_storage", "test_kubernetes"}
+    assert files() == every
+    assert files("--until=loadbalancers") == every - {"test_storage", "test_kubernetes"}
+    assert files("--until=storage") == every - {"test_storage", "test_kubernetes"}
+    assert files("--until=storage_clients") == every - {"test_kubernetes"}
+    assert files("--until=addons") == every

@@ -14,6 +14,7 @@ import time
 
 from kubelab import providers
 from kubelab.errors import LabError
+from kubelab.inventory import reachable
 from kubelab.paths import lab_provider, ssh_config
 from kubelab.vagrant import check_routes
 
@@ -45,6 +46,13 @@ class Timeline:
         self.events.append((round(at, 2), text))
         if not self.quiet:
             print(f"  {at:7.2f} s  {text}", flush=True)
+
+
+def up(plan, group):
+    """The hosts of `group` the lab has up (in its ssh config; existing machines): a lab may
+    run only some of its planned hosts (`kubelab up --hosts`)."""
+    names = reachable(plan)
+    return [h for h in plan.group(group) if h.name in names]
 
 
 def ssh_command(plan, host, command, shared=True):
@@ -96,18 +104,19 @@ def power_cut(plan, host):
     _provider(plan).power_cut(plan, host)
 
 
+def answers_ssh(plan, host):
+    try:
+        return subprocess.run(ssh_command(plan, host, "true", shared=False),
+                              capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False    # a booting VM under software emulation: sshd accepts, slow to answer
+
+
 def power_on(plan, host):
     """Power a host on again and wait until it answers over SSH."""
     _provider(plan).power_on(plan, host)
-    deadline = time.monotonic() + SSH_TIMEOUT
-    while time.monotonic() < deadline:
-        probe = subprocess.run(ssh_command(plan, host, "true", shared=False),
-                               capture_output=True, timeout=30)
-        if probe.returncode == 0:
-            return
-        time.sleep(1)
-    raise DrillError(f"{host.name} did not answer over SSH within {SSH_TIMEOUT} s of "
-                     "its power-on")
+    wait_until(lambda: answers_ssh(plan, host),
+               f"{host.name} did not answer over SSH after its power-on", SSH_TIMEOUT)
 
 
 def main(plan, name, as_json=False):

@@ -18,7 +18,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-from kubelab.drills import DrillError, power_cut, power_on, ssh_command, wait_until
+from kubelab.drills import DrillError, power_cut, power_on, ssh_command, up, wait_until
 from kubelab.drills import run as on_host
 from kubelab.secrets import lab_secrets
 
@@ -37,6 +37,7 @@ import http.client, socket, ssl, sys, threading, time
 vip, port, interval, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 context = ssl._create_unverified_context()
 lock = threading.Lock()
+print(f"clock {time.time():.3f}", flush=True)
 def probe(start):
     try:
         # 1 s to reach the VIP (a SYN lost to a dead node is not retried within it); the
@@ -88,11 +89,14 @@ Server((address, port), Handler).serve_forever()
 
 class Client:
     """The requests of the client, read as they come: results [(start, ok)], and why each
-    failed request failed, {start: what}."""
+    failed request failed, {start: what}. Start times are on this machine's clock: a VM's
+    own clock may be seconds off it, so the client says its time first, and the offset
+    (late by the output's latency, milliseconds) is applied to every request's."""
 
     def __init__(self, plan, host):
         self.results = []
         self.why = {}
+        self.offset = None
         self.proc = subprocess.Popen(
             ssh_command(plan, host, f"python3 -u - {plan.api_vip} {plan.api_port} {INTERVAL} "
                         f"{CLIENT_SECONDS}", shared=False),
@@ -103,10 +107,15 @@ class Client:
 
     def _read(self):
         for line in self.proc.stdout:
-            start, ok, what = line.split(" ", 2)
-            self.results.append((float(start), ok == "1"))
+            first, rest = line.split(" ", 1)
+            if first == "clock":
+                self.offset = time.time() - float(rest)
+                continue
+            ok, what = rest.split(" ", 1)
+            start = float(first) + self.offset
+            self.results.append((start, ok == "1"))
             if ok != "1":
-                self.why[float(start)] = what.strip()
+                self.why[start] = what.strip()
 
     def since(self, t):
         return sorted(r for r in list(self.results) if r[0] >= t)
@@ -164,18 +173,20 @@ def holding(plan, lbs):
 
 
 def client_host(plan):
-    """A host on another network than the load balancers' (through the gateway)."""
+    """A host that is up on another network than the load balancers' (through the
+    gateway); a master, whose API it measures, only when no other is up."""
     lb_network = plan.group("loadbalancers")[0].nics[0].network
-    for host in plan.group("workers") + plan.group("masters") + plan.group("storage"):
+    for host in up(plan, "workers") + up(plan, "storage") + up(plan, "masters"):
         if host.nics[0].network != lb_network:
             return host
-    raise DrillError("no host outside the load balancers' network to run the client on")
+    raise DrillError("no host up outside the load balancers' network to run the client on")
 
 
 def start_standins(plan, timeline):
-    """A stand-in on every master whose API port has no listener; returns those masters."""
+    """A stand-in on every master that is up and has no listener on its API port; returns
+    those masters."""
     started = []
-    for master in plan.group("masters"):
+    for master in up(plan, "masters"):
         if on_host(plan, master, f"ss -Hltn 'sport = :{plan.api_port}'").stdout.strip():
             continue
         on_host(plan, master, f"mkdir -p {STANDIN_DIR} && cd {STANDIN_DIR} && "
@@ -199,12 +210,13 @@ def stop_standins(plan, masters):
 
 
 def server_down_seen(plan, balancer, master, timeout=WAIT):
-    """Wait on `balancer` until HAProxy marks `master` DOWN; returns the time it saw it."""
-    done = on_host(plan, balancer, (
+    """Wait on `balancer` until HAProxy marks `master` DOWN; returns when this machine
+    learnt it (on its own clock, not the balancer's: late by one SSH reply)."""
+    on_host(plan, balancer, (
         f"timeout {timeout} sh -c 'until echo \"show stat\" | nc -U /run/haproxy/admin.sock "
-        f"| grep -q \"^masters,{master.name},.*,DOWN,\"; do sleep 0.05; done; date +%s.%N'"),
+        f"| grep -q \"^masters,{master.name},.*,DOWN,\"; do sleep 0.05; done'"),
         timeout=timeout + 10)
-    return float(done.stdout.strip())
+    return time.time()
 
 
 def run(plan, timeline):
@@ -266,6 +278,7 @@ def steps(plan, timeline, client, figures):
     client.wait(recovered(cut), "requests did not succeed again after the power cut")
     figures["hard_kill_outage_s"] = outage(client.since(cut))
     moved = wait_until(lambda: vip_holder(plan, survivor), "the VIP came up nowhere", WAIT)
+    figures["power_cut"], figures["vip_after_power_cut"] = holder.name, moved.name
     timeline.mark(f"   requests succeed again: outage {figures['hard_kill_outage_s']} s; "
                   f"VIP on {moved.name}")
 
@@ -311,7 +324,8 @@ def steps(plan, timeline, client, figures):
                   f"{figures['clean_move_outage_s']} s; {current.name} online again")
 
     # 4. One master's API port refuses: HAProxy's checks take it out.
-    master, balancer = plan.group("masters")[0], vip_holder(plan, current)
+    masters = up(plan, "masters")
+    master, balancer = masters[0], vip_holder(plan, current)
     rule = f"INPUT -p tcp --dport {plan.api_port} -j REJECT --reject-with tcp-reset"
     stop = time.time()
     on_host(plan, master, f"iptables -I {rule}")
@@ -320,6 +334,7 @@ def steps(plan, timeline, client, figures):
         seen = server_down_seen(plan, balancer, master)
     finally:
         on_host(plan, master, f"iptables -D {rule}")
+    reopened = time.time()
     figures["backend_down_detect_s"] = round(seen - stop, 2)
     figures["backend_down_failed_requests"] = sum(1 for t, ok in client.since(stop)
                                                   if not ok and t < seen)
@@ -327,9 +342,9 @@ def steps(plan, timeline, client, figures):
                   f"{figures['backend_down_detect_s']} s "
                   f"({figures['backend_down_failed_requests']} failed requests meanwhile); "
                   "port open again")
-    if len(plan.group("masters")) == 1:
+    if len(masters) == 1:
         timeline.mark("   (one master: no backend is left while it is down, so requests fail "
                       "until it is back)")
-    client.wait(lambda c: any(ok for t, ok in c.since(time.time() - 1)),
+    client.wait(lambda c: any(ok for _, ok in c.since(reopened)),
                 "requests did not succeed again once the master answered")
 

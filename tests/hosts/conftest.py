@@ -7,6 +7,8 @@ They run in parallel across hosts (pytest-xdist; -n 0 runs them in this process)
 
 --hosts names the hosts that are up (default: every planned host); the plan of $KUBELAB_SPEC
 says what each one is, and each check is generated only for the hosts it applies to.
+--until=STAGE asks only the checks of the deploy stages up to STAGE (a lab deployed with
+`kubelab provision --until STAGE`).
 They need a running lab, so the unit test run (`pytest` from the top) does not collect them;
 tests/test_gateway_lab.py runs them on a container lab it brings up.
 """
@@ -19,16 +21,31 @@ from kubelab.inventory import bring_up_hint, checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
 from kubelab.plan import load_plan
 from kubelab.provision import check_workers
-from tasks.helpers import chosen
+from tasks import stage_names, stages_until
+from tasks.helpers import chosen, stage_name
 
 HERE = Path(__file__).parent.resolve()
+# The stage after which a check file can pass: its own (test_<stage>.py), or the last of the
+# later stages it checks too.
+CHECKED_AFTER = {"test_storage.py": "storage_clients", "test_kubernetes.py": "addons"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--until", metavar="STAGE", choices=stage_names(),
+                     help="only the checks of the deploy stages up to STAGE")
 
 
 def pytest_ignore_collect(collection_path, config):
+    path = Path(collection_path).resolve()
     asked = any(HERE == p or HERE in p.parents
                 for p in (Path(str(a).split("::")[0]).resolve() for a in config.args))
-    if not asked and HERE in Path(collection_path).resolve().parents:
+    if not asked and HERE in path.parents:
         return True
+    until = config.getoption("until", None)
+    if until and path.parent == HERE and path.name.startswith("test_"):
+        stage = CHECKED_AFTER.get(path.name, path.stem.removeprefix("test_"))
+        later = set(stage_names()) - {stage_name(s) for s in stages_until(until)}
+        return stage in later or None
     return None
 
 
