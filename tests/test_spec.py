@@ -191,6 +191,13 @@ def test_memory_below_role_minimum(tmp_path):
     assert {p.path for p in found} == {"hosts.masters.memory", "hosts.masters.cpus"}
 
 
+def test_a_load_balancer_needs_the_memory_corosync_was_measured_to_need(tmp_path):
+    found = problems(tmp_path, {"hosts": {"loadbalancers": {"memory": 384}}})
+    assert [(p.path, p.message) for p in found] == [
+        ("hosts.loadbalancers.memory", "loadbalancers need at least 512 MiB")]
+    assert load_plan(write_spec(tmp_path, {"hosts": {"loadbalancers": {"memory": 512}}}))
+
+
 def test_unsupported_kubernetes_version(tmp_path):
     found = problems(tmp_path, {"kubernetes": {"version": "1.19"}})
     assert [p.path for p in found] == ["kubernetes.version"]

@@ -20,7 +20,8 @@ That drill test is marked vm_drill and left out of the default run (pyproject.to
 fails here today (requests fail after the old node is back, under software emulation);
 `pytest tests/test_vm.py -m vm` runs it.
 
-Slow under software emulation (~25 minutes on 2 cores, more on a loaded machine). Prints what it measures: box time, VM up
+Slow under software emulation (~18 minutes on 2 cores without the drill, more on a loaded
+machine). Prints what it measures: box time, VM up
 time, QEMU's memory per VM, deploy times, reboot time, the drill's figures, destroy time."""
 import re
 import subprocess
