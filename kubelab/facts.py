@@ -1,6 +1,7 @@
 """pyinfra facts the deploy needs beyond pyinfra's own: one round-trip each (pyinfra 3.10
 caches no fact: each get_fact is a command on the host)."""
 import json
+from shlex import quote
 
 from pyinfra.api import FactBase
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
@@ -61,7 +62,7 @@ class Sha256File(FactBase):
     """The sha256 of a file, or None when it does not exist."""
 
     def command(self, path):
-        return f"sha256sum {path} 2>/dev/null || true"
+        return f"sha256sum {quote(path)} 2>/dev/null || true"
 
     def process(self, output):
         text = "".join(output).split()
@@ -74,7 +75,7 @@ class FileState(FactBase):
     sha1)."""
 
     def command(self, path):
-        return f"stat -c '%a %U %G' {path} 2>/dev/null && sha256sum {path} || true"
+        return f"stat -c '%a %U %G' {quote(path)} 2>/dev/null && sha256sum {quote(path)} || true"
 
     def process(self, output):
         lines = [line for line in output if line.strip()]
@@ -92,7 +93,7 @@ class UnitState(FactBase):
         return False, False
 
     def command(self, unit):
-        return f"systemctl show --property Id --property UnitFileState --property SubState {unit}"
+        return f"systemctl show --property Id --property UnitFileState --property SubState {quote(unit)}"
 
     def process(self, output):
         found = dict(line.strip().split("=", 1) for line in output if "=" in line)
@@ -106,11 +107,11 @@ class StaleService(FactBase):
     A service that never started is not stale (starting it reads the new config)."""
 
     def command(self, service, paths, stamp):
-        files = " ".join(paths)
-        return (f"since=$(systemctl show -p ActiveEnterTimestamp --value {service}); "
+        files = " ".join(map(quote, paths))
+        return (f"since=$(systemctl show -p ActiveEnterTimestamp --value {quote(service)}); "
                 f'[ -n "$since" ] || exit 0; t=$(date -d "$since" +%s); '
-                f"r=$(stat -c %Y {stamp} 2>/dev/null || echo 0); [ $r -gt $t ] && t=$r; "
-                f"for p in {files}; do [ $(stat -c %Y $p 2>/dev/null || echo 0) -gt $t ] "
+                f"r=$(stat -c %Y {quote(stamp)} 2>/dev/null || echo 0); [ $r -gt $t ] && t=$r; "
+                f'for p in {files}; do [ $(stat -c %Y "$p" 2>/dev/null || echo 0) -gt $t ] '
                 "&& echo stale; done; true")
 
     def process(self, output):
@@ -136,7 +137,7 @@ class Exists(FactBase):
     admin.conf)."""
 
     def command(self, path):
-        return f"test -e {path} && echo yes || true"
+        return f"test -e {quote(path)} && echo yes || true"
 
     def process(self, output):
         return "".join(output).strip() == "yes"

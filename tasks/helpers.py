@@ -13,6 +13,7 @@ A stage is a module of tasks/ with:
 """
 import hashlib
 import re
+from shlex import quote
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -152,15 +153,15 @@ def file_written(data, dest, mode):
     found = host.get_fact(FileState, path=dest)
     mode = f"{int(mode, 8):o}"
     if found is None or found["sha256"] != hashlib.sha256(data).hexdigest():
-        yield f"mkdir -p {dest.rpartition('/')[0] or '/'}"
+        yield f"mkdir -p {quote(dest.rpartition('/')[0] or '/')}"
         yield FileUploadCommand(BytesIO(data), dest)
-        yield f"chmod {mode} {dest}"
-        yield f"chown root:root {dest}"
+        yield f"chmod {mode} {quote(dest)}"
+        yield f"chown root:root {quote(dest)}"
         return
     if found["mode"] != mode:
-        yield f"chmod {mode} {dest}"
+        yield f"chmod {mode} {quote(dest)}"
     if (found["user"], found["group"]) != ("root", "root"):
-        yield f"chown root:root {dest}"
+        yield f"chown root:root {quote(dest)}"
     if (found["mode"], found["user"], found["group"]) == (mode, "root", "root"):
         host.noop(f"{dest} is as rendered")
 
