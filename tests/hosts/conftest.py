@@ -15,7 +15,8 @@ tests/test_gateway_lab.py runs them on a container lab it brings up.
 from pathlib import Path
 
 import pytest
-import testinfra
+from shell import ShellBackend
+from testinfra.host import Host
 
 from kubelab.inventory import bring_up_hint, checks_connection, reachable
 from kubelab.paths import spec_path, ssh_config
@@ -168,16 +169,20 @@ def plan():
 @pytest.fixture(scope="session")
 def connect(request, plan):
     """connect(host) -> a testinfra host over SSH (root through sudo), one per host, reached
-    the way inventory.py reaches it."""
+    the way inventory.py reaches it; its commands go through one shell (shell.py)."""
     config = ssh_config_file(request.config, plan)
     cache = {}
 
     def get(host):
         if host.name not in cache:
             url, options = checks_connection(plan, host, config)
-            cache[host.name] = testinfra.get_host(url, sudo=True, **options)
+            backend = ShellBackend(url.removeprefix("ssh://"), sudo=True, **options)
+            cache[host.name] = Host(backend)
+            backend.set_host(cache[host.name])
         return cache[host.name]
-    return get
+    yield get
+    for each in cache.values():
+        each.backend.close()
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ class Listener:
         self._output = output
         deadline = time.monotonic() + 20
         while not self._lines() and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert self._lines(), f"the listener did not start: {output()!r}"
         self.port = int(self._lines()[0])
 

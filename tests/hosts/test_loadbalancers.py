@@ -36,14 +36,16 @@ _settled = set()
 
 
 def settled(host):
-    """Wait (bounded) until the cluster has placed the VIP and finished its transitions, as
-    it has a while after its nodes boot. Once per host and session: crm_resource --wait takes
-    2 s even on a settled cluster, and nothing unsettles it while the checks run."""
+    """Wait (bounded) until the cluster has placed the VIP and finished its transitions (its
+    coordinator idle), as it has a while after its nodes boot. Once per host and session:
+    nothing unsettles it while the checks run. (Not crm_resource --wait: it takes 2 s even
+    on a settled cluster.)"""
     if host in _settled:
         return
     run_ok(host, f"timeout {SETTLE_SECONDS} sh -c 'until crm_resource --locate --resource "
-                 "api-vip 2>/dev/null | grep -q \"running on\"; do sleep 1; done'")
-    run_ok(host, f"crm_resource --wait --timeout={SETTLE_SECONDS}s")
+                 "api-vip 2>/dev/null | grep -q \"running on\" && crmadmin -S "
+                 "\"$(crmadmin -q -D 2>&1)\" 2>/dev/null | grep -q S_IDLE; do sleep 0.2; "
+                 "done'")
     _settled.add(host)
 
 

@@ -55,7 +55,7 @@ def test_reaches_another_network_through_the_gateway(pair, connect, plan):
     host = connect(me)
     route = json.loads(run_ok(host, f"ip -j route get {peer.address}"))[0]
     assert route["gateway"] == str(plan.network(me.nics[0].network).gateway)
-    run_ok(host, f"ping -c 2 -i 0.2 -W 2 {peer.address}")
+    run_ok(host, f"ping -c 2 -i 0.05 -W 2 {peer.address}")
 
 
 def _route(prefix, address):
