@@ -13,6 +13,7 @@ import pytest
 
 from kubelab import nspawn, provision
 from kubelab.drills import run as on_host
+from kubelab.drills.loadbalancer import client_host
 from kubelab.paths import REPO
 from tests.conftest import derived_spec, start_lab
 from tests.test_gateway_lab import checks, deploy
@@ -49,23 +50,36 @@ def test_deploy_checks_and_rerun_without_change(lb_lab, report):
 def drill(plan, spec):
     """`kubelab drill loadbalancer --json` on a deployed lab -> its figures, once what holds
     on any lab is asserted: every figure measured, a power cut never free and answered by
-    the other node, no flap; the stats password only on stderr."""
+    the other node, no flap and no request refused at the VIP once the old node is back; the
+    stats password only on stderr; the client gone."""
     run = subprocess.run([sys.executable, "-m", "kubelab", "--spec", str(spec), "drill",
                           "loadbalancer", "--json"], cwd=REPO, capture_output=True, text=True,
                          timeout=1800)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     figures = json.loads(run.stdout)
-    for key in ("hard_kill_outage_s", "clean_move_outage_s", "failed_after_recovery", "flaps",
-                "backend_down_detect_s"):
+    for key in ("hard_kill_outage_s", "clean_move_outage_s", "failed_after_recovery",
+                "vip_failed_after_recovery", "flaps", "backend_down_detect_s"):
         assert isinstance(figures[key], (int, float)) and figures[key] >= 0, (key, figures)
     assert figures["hard_kill_outage_s"] > 0      # a power cut is never free
     balancers = {h.name for h in plan.group("loadbalancers")}
     assert figures["power_cut"] in balancers and figures["vip_after_power_cut"] in balancers
     assert figures["vip_after_power_cut"] != figures["power_cut"], figures
-    assert figures["flaps"] == 0, figures
+    assert figures["flaps"] == 0 and figures["vip_failed_after_recovery"] == 0, figures
     assert figures["corosync_token_ms"] == plan.corosync_token_ms
     assert "password" in run.stderr and "password" not in run.stdout
+    assert_client_gone(plan)
     return figures
+
+
+def assert_client_gone(plan):
+    """The drill's client ends with the drill (it kept asking the VIP for its 15 minutes,
+    loading the lab, when only its SSH session was closed)."""
+    host = client_host(plan)
+    asked = f"pgrep -f '[p]ython3 -u - {plan.api_vip} '"     # [p]: not the asking shell
+    deadline = time.monotonic() + 10
+    while on_host(plan, host, asked, check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"the drill's client still runs on {host.name}"
+        time.sleep(0.5)
 
 
 def figures_line(figures):
