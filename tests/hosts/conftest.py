@@ -56,6 +56,19 @@ def pytest_cmdline_main(config):
     check_workers gives for the hosts asked) unless -n says otherwise; before xdist reads -n."""
     if config.option.numprocesses is None and not hasattr(config, "workerinput"):
         config.option.numprocesses = check_workers(len(up_hosts(config, _plan())))
+        if config.option.numprocesses and config.option.dist == "no":
+            config.option.dist = "loadgroup"    # a host's checks on one worker: see below
+
+
+def pytest_configure_node(node):
+    """(xdist, on the controller) A worker parses the command line again, where the
+    loadgroup chosen above is not: tell it."""
+    node.workerinput["kubelab_loadgroup"] = node.config.option.dist == "loadgroup"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", {}).get("kubelab_loadgroup"):
+        config.option.loadgroup = True
 
 
 def _plan():
@@ -191,15 +204,22 @@ def gateway(plan, connect):
     return connect(plan.gateway)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """A check whose hosts are none of the up ones (no load balancer up, say) is left out,
-    not skipped: it was never asked."""
+    not skipped: it was never asked. The checks of a host go to one xdist worker (with
+    --dist loadgroup), which then opens one shell to it (shell.py), not one per worker."""
     empty = [item for item in items
              if any(str(m.kwargs.get("reason", "")).startswith("got empty parameter set")
                     for m in item.iter_markers("skip"))]
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [item for item in items if item not in empty]
+    plan = _plan()
+    for item in items:
+        host = _first_host(item.nodeid, plan)
+        if host:
+            item.add_marker(pytest.mark.xdist_group(host))
 
 
 # A check skipped everywhere proves nothing: a group whose checks were all skipped fails the
@@ -212,14 +232,21 @@ def pytest_runtest_logreport(report):
         _outcomes.setdefault(report.nodeid, report.outcome)
 
 
-def _group_of(nodeid, plan):
-    ids = nodeid.rpartition("[")[2].rstrip("]").split("->")[0].split("-")
-    names = {h.name: h.group for h in plan.hosts}
+def _first_host(nodeid, plan):
+    """The planned host a check's id names first (`[kube-node01]`, `[gateway-mast]`,
+    `[a->b]`; xdist's loadgroup adds `@group`), or None."""
+    ids = nodeid.split("@")[0].rpartition("[")[2].rstrip("]").split("->")[0].split("-")
+    names = {h.name for h in plan.hosts}
     for size in range(len(ids), 0, -1):
         name = "-".join(ids[:size])
         if name in names:
-            return names[name]
+            return name
     return None
+
+
+def _group_of(nodeid, plan):
+    host = _first_host(nodeid, plan)
+    return plan.host(host).group if host else None
 
 
 def pytest_sessionfinish(session, exitstatus):
