@@ -78,7 +78,10 @@ def deploy(plan, env):
                               "tests/deploys/kubernetes_rehearsal.py"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=DEPLOY_TIMEOUT)
     except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the deploy took over {DEPLOY_TIMEOUT} s:\n{(err.stdout or b'')[-4000:]}")
+        # Both streams (pyinfra's progress is on stderr); bytes, though text was asked.
+        said = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part
+                       for part in (err.stdout or "", err.stderr or ""))
+        pytest.fail(f"the deploy took over {DEPLOY_TIMEOUT} s:\n{said[-4000:]}")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     return totals(output), output
