@@ -12,9 +12,12 @@ says what each one is, and each check is generated only for the hosts it applies
 They need a running lab, so the unit test run (`pytest` from the top) does not collect them;
 tests/test_gateway_lab.py runs them on a container lab it brings up.
 """
+import os
 from pathlib import Path
 
 import pytest
+from hostutil import Listeners
+from outside import release_outside
 from shell import ShellBackend
 from testinfra.host import Host
 
@@ -38,9 +41,7 @@ def pytest_addoption(parser):
 
 def pytest_ignore_collect(collection_path, config):
     path = Path(collection_path).resolve()
-    asked = any(HERE == p or HERE in p.parents
-                for p in (Path(str(a).split("::")[0]).resolve() for a in config.args))
-    if not asked and HERE in path.parents:
+    if not _asked(config) and HERE in path.parents:
         return True
     until = config.getoption("until", None)
     if until and path.parent == HERE and path.name.startswith("test_"):
@@ -48,6 +49,12 @@ def pytest_ignore_collect(collection_path, config):
         later = set(stage_names()) - {stage_name(s) for s in stages_until(until)}
         return stage in later or None
     return None
+
+
+def _asked(config):
+    """The command line names these checks (or some of them)."""
+    return any(HERE == p or HERE in p.parents
+               for p in (Path(str(a).split("::")[0]).resolve() for a in config.args))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -62,13 +69,20 @@ def pytest_cmdline_main(config):
 
 def pytest_configure_node(node):
     """(xdist, on the controller) A worker parses the command line again, where the
-    loadgroup chosen above is not: tell it."""
+    loadgroup chosen above is not: tell it. And which run it is part of (outside.py)."""
     node.workerinput["kubelab_loadgroup"] = node.config.option.dist == "loadgroup"
+    node.workerinput["kubelab_run"] = os.getpid()
 
 
 def pytest_configure(config):
     if getattr(config, "workerinput", {}).get("kubelab_loadgroup"):
         config.option.loadgroup = True
+
+
+def pytest_unconfigure(config):
+    """The run's controller (or its only process) removes the NAT check's outside address."""
+    if not hasattr(config, "workerinput") and _asked(config):
+        release_outside(_plan(), os.getpid())
 
 
 def _plan():
@@ -196,6 +210,21 @@ def connect(request, plan):
     yield get
     for each in cache.values():
         each.backend.close()
+
+
+@pytest.fixture(scope="session")
+def run(request):
+    """This run of the checks: its controller's pid (the only process's without xdist)."""
+    return getattr(request.config, "workerinput", {}).get("kubelab_run", os.getpid())
+
+
+@pytest.fixture(scope="session")
+def listeners(connect):
+    """Listeners shared by this process's checks (hostutil.Listeners), killed at its end
+    (before the hosts' shells close)."""
+    started = Listeners()
+    yield started
+    started.close()
 
 
 @pytest.fixture(scope="session")

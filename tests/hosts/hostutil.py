@@ -5,13 +5,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
 def run_ok(host, command):
     result = host.run(command)
     assert result.rc == 0, f"{command!r} failed (rc {result.rc}): {result.stderr.strip()}"
+    return result.stdout
+
+
+def python_ok(host, code, *args):
+    """`python3 -c code args` on lab host `host` (run by its agent: shell.py): its output."""
+    result = host.backend.run_python(code, *args)
+    assert result.rc == 0, f"{result.command!r} failed (rc {result.rc}): {result.stderr.strip()}"
     return result.stdout
 
 
@@ -44,7 +51,7 @@ while True:
     print(peer[0], said or "-", flush=True)
     conn.close()
 """
-LISTEN_SECONDS = 60
+LISTEN_SECONDS = 300
 
 # A TCP connection attempt: prints "connected <first line the server sent>" or the error
 # (EHOSTUNREACH is the gateway's icmp-admin-prohibited, ECONNREFUSED a closed port). With a
@@ -71,8 +78,7 @@ except OSError as err:
 
 def connect_from(host, address, port, marker, device=""):
     """What a TCP connection from lab host `host` to address:port met (see CONNECT)."""
-    return run_ok(host, f"python3 -c {shlex.quote(CONNECT)} {shlex.quote(device)} "
-                        f"{address} {port} {marker}").strip()
+    return python_ok(host, CONNECT, device, address, port, marker).strip()
 
 
 def connect_from_lab_side(prefix, address, port, marker):
@@ -126,3 +132,31 @@ def listening_on_lab_side(prefix, address):
         finally:
             proc.kill()
             proc.wait()
+
+
+class Listeners:
+    """Listeners for a whole run of one pytest process: the first ask for a place and address
+    starts one, the later ones get it (the checks that share one tell their connections
+    apart by their markers). All are killed at close()."""
+
+    def __init__(self):
+        self._started = {}
+        self._stack = ExitStack()
+
+    def on(self, host, address):
+        """A Listener on lab host `host` (testinfra), bound to `address`."""
+        return self._get(("host", host.backend.hostname, str(address)),
+                         lambda: listening_on(host, address))
+
+    def on_lab_side(self, prefix, address):
+        """A Listener on this machine's side of the lab (`prefix`), bound to `address`."""
+        return self._get(("lab side", tuple(prefix), str(address)),
+                         lambda: listening_on_lab_side(prefix, address))
+
+    def _get(self, key, start):
+        if key not in self._started:
+            self._started[key] = self._stack.enter_context(start())
+        return self._started[key]
+
+    def close(self):
+        self._stack.close()

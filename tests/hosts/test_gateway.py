@@ -4,8 +4,7 @@ the gateway itself) and saw nothing of the denied host."""
 import re
 from functools import cache
 
-from hostutil import (connect_from, connect_from_lab_side, links, listening_on,
-                      listening_on_lab_side, run_ok)
+from hostutil import connect_from, connect_from_lab_side, links, run_ok
 
 from kubelab.providers import management_side
 from tasks import gateway as gateway_stage
@@ -77,30 +76,37 @@ def test_client_uses_the_gateways_services(client, connect, plan):
     run_ok(host, f"ping -c 1 -W 3 {server}")
 
 
-def test_client_cannot_reach_the_lab_machine(client, connect, gateway, plan):
+def refused_while_the_gateway_gets_through(host, me, gateway, address, listener, device):
+    """`me` (lab host `host`) is refused at address:listener.port, where the gateway gets
+    through, and the listener saw nothing of `me`."""
+    said = connect_from(host, address, listener.port, me.name, device)
+    assert said == REFUSED, said
+    marker = f"gateway-for-{me.name}"
+    assert connect_from(gateway, address, listener.port, marker).startswith("connected")
+    seen = listener.seen()
+    assert [m for _, m in seen if m in (me.name, marker)] == [marker], seen
+    return seen
+
+
+def test_client_cannot_reach_the_lab_machine(client, connect, gateway, plan, listeners):
     """From a client's internal NIC, the lab machine's management address is refused by the
     gateway; the listener there answers the gateway itself."""
     host = connect(client)
-    with listening_on_lab_side(management_side(plan), plan.management_host_ip) as listener:
-        said = connect_from(host, plan.management_host_ip, listener.port, client.name,
-                            internal_device(host, client))
-        assert said == REFUSED, said
-        assert connect_from(gateway, plan.management_host_ip, listener.port, "gateway") \
-            .startswith("connected")
-        assert [marker for _, marker in listener.seen()] == ["gateway"]
+    listener = listeners.on_lab_side(management_side(plan), plan.management_host_ip)
+    refused_while_the_gateway_gets_through(host, client, gateway, plan.management_host_ip,
+                                           listener, internal_device(host, client))
 
 
-def test_client_cannot_reach_another_hosts_management_address(pair, connect, gateway, plan):
+def test_client_cannot_reach_another_hosts_management_address(pair, connect, gateway, plan,
+                                                               listeners):
     """Through the gateway, never into the management network: another host's management
     address is refused; the listener there answers the gateway itself."""
     me, peer = pair
     host, other = connect(me), connect(peer)
     address = next(a for a in links(other)[peer.mgmt.mac][1] if a in plan.management)
-    with listening_on(other, address) as listener:
-        said = connect_from(host, address, listener.port, me.name, internal_device(host, me))
-        assert said == REFUSED, said
-        assert connect_from(gateway, address, listener.port, "gateway").startswith("connected")
-        assert [marker for _, marker in listener.seen()] == ["gateway"]
+    refused_while_the_gateway_gets_through(host, me, gateway, address,
+                                           listeners.on(other, address),
+                                           internal_device(host, me))
 
 
 @cache
@@ -129,12 +135,10 @@ def test_gateway_ssh_only_from_the_management_side(client, connect, gateway, pla
     assert said.startswith("connected SSH-2.0-"), said
 
 
-def test_gateway_port_open_only_to_itself(client, connect, gateway, plan):
+def test_gateway_port_open_only_to_itself(client, connect, gateway, plan, listeners):
     """A service started on the gateway is out of the internal networks' reach, whatever
     its port: the client is refused, the gateway itself gets through."""
     host, server = connect(client), leg(plan, client)
-    with listening_on(gateway, "0.0.0.0") as listener:
-        said = connect_from(host, server, listener.port, client.name)
-        assert said == REFUSED, said
-        assert connect_from(gateway, server, listener.port, "gateway").startswith("connected")
-        assert listener.seen() == [(str(server), "gateway")]
+    seen = refused_while_the_gateway_gets_through(host, client, gateway, server,
+                                                  listeners.on(gateway, "0.0.0.0"), "")
+    assert (str(server), f"gateway-for-{client.name}") in seen
