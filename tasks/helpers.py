@@ -13,6 +13,7 @@ A stage is a module of tasks/ with:
 """
 import hashlib
 import re
+import weakref
 from shlex import quote
 from dataclasses import dataclass
 from io import BytesIO
@@ -25,7 +26,7 @@ from pyinfra.facts.server import Command, Sysctl
 from pyinfra.facts.systemd import SYSTEMD_UNIT_NAME_REGEX
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import (Container, FileState, Links, ServiceState, Sha256File,
+from kubelab.facts import (Container, FileState, FileStates, Links, ServiceState, Sha256File,
                            UnitState)
 from kubelab.render import render
 
@@ -143,14 +144,16 @@ def put(dest, content, mode="0644", name=None):
     """Upload a rendered file (text, or bytes such as a key), owned by root, when its content
     or mode differs; the Change tells whether it changed."""
     data = content if isinstance(content, bytes) else content.encode()
+    _PUT_PATHS.setdefault(host.state, {}).setdefault(host.name, []).append(dest)
     return Change(file_written(name=name or f"Write {dest}", data=data, dest=dest,
                                mode=mode), dest)
 
 
 @operation()
 def file_written(data, dest, mode):
-    """pyinfra's files.put for a root-owned file, its state asked in one round trip."""
-    found = host.get_fact(FileState, path=dest)
+    """pyinfra's files.put for a root-owned file, its state asked in one round trip (with
+    every file the host's operations put, while the run has changed nothing there)."""
+    found = file_state(dest)
     mode = f"{int(mode, 8):o}"
     if found is None or found["sha256"] != hashlib.sha256(data).hexdigest():
         yield f"mkdir -p {quote(dest.rpartition('/')[0] or '/')}"
@@ -164,6 +167,41 @@ def file_written(data, dest, mode):
         yield f"chown root:root {quote(dest)}"
     if (found["mode"], found["user"], found["group"]) == (mode, "root", "root"):
         host.noop(f"{dest} is as rendered")
+
+
+# --- what a run finds on a host, asked once while the run has changed nothing there ----------
+# A no-change run (the usual re-run) finds each host as it was when the run began, so what
+# it asked once still holds for the later operations; after the first change on the host,
+# each operation asks again. Only for a host's own state, which no other host changes.
+
+_FOUND = weakref.WeakKeyDictionary()        # pyinfra State -> {host name: {key: answer}}
+_PUT_PATHS = weakref.WeakKeyDictionary()    # pyinfra State -> {host name: [paths put]}
+
+
+def untouched():
+    """No operation of this run has changed this host yet."""
+    return not any(data.operation_meta.is_complete() and data.operation_meta.did_change()
+                   for data in host.state.ops[host].values())
+
+
+def found_fact(fact, **kwargs):
+    """host.get_fact(fact, **kwargs), asked once while the run has changed nothing here."""
+    if not untouched():
+        return host.get_fact(fact, **kwargs)
+    answers = _FOUND.setdefault(host.state, {}).setdefault(host.name, {})
+    key = (fact.__name__, repr(sorted(kwargs.items())))
+    if key not in answers:
+        answers[key] = host.get_fact(fact, **kwargs)
+    return answers[key]
+
+
+def file_state(path):
+    """FileState of `path`: from one batch of every file the host's operations put, while
+    the run has changed nothing here."""
+    paths = _PUT_PATHS.get(host.state, {}).get(host.name, [])
+    if path in paths and untouched():
+        return found_fact(FileStates, paths=paths)[path]
+    return host.get_fact(FileState, path=path)
 
 
 def install_checked(dest, text, check, mode="0644", checker=None):
@@ -246,15 +284,16 @@ def kernel_settings(stage):
         for module in getattr(stage, "MODULES", []):
             server.modprobe(name=f"Load kernel module {module}", module=module)
     for key, value in getattr(stage, "SYSCTLS", {}).items():
-        sysctl_set(name=f"sysctl {key}", key=key, value=value, only_if_present=in_container())
+        sysctl_set(name=f"sysctl {key}", key=key, value=value, only_if_present=in_container(),
+                   keys=list(stage.SYSCTLS))
 
 
 @operation()
-def sysctl_set(key, value, only_if_present):
+def sysctl_set(key, value, only_if_present, keys):
     """pyinfra's server.sysctl for one key of a single value; with `only_if_present`, a key
-    the host does not have (a container's kernel namespace) is left out, in the same round
-    trip."""
-    found = host.get_fact(Sysctl, keys=[key]).get(key)
+    the host does not have (a container's kernel namespace) is left out. The stage's `keys`
+    are asked together (found_fact)."""
+    found = found_fact(Sysctl, keys=keys).get(key)
     if found is None and only_if_present:
         host.noop(f"no {key} in this container")
     elif str(found) != str(value):
@@ -286,7 +325,7 @@ def internal_nics(me, files_by_path, timeout):
 def address_up(mac, address, timeout):
     """Wait, at most `timeout` seconds, until the NIC with `mac` holds `address` (a DHCP
     reservation, or the gateway's static leg): never an unbounded wait for a gateway."""
-    link = host.get_fact(Links).get(mac)
+    link = found_fact(Links).get(mac)
     if link is None:
         raise OperationError(f"no NIC with MAC {mac}: the provider did not create the NIC "
                              "the plan gives this host (re-create the host)")

@@ -4,8 +4,8 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from kubelab.facts import DefaultRoutes, Links
-from tasks.helpers import (in_container, internal_nics, nic_files, put, render_files,
-                           restart_if_changed)
+from tasks.helpers import (found_fact, in_container, internal_nics, nic_files, put,
+                           render_files, restart_if_changed)
 
 NAME = "Internal network"
 GROUPS = ("loadbalancers", "masters", "workers", "storage")
@@ -25,7 +25,7 @@ def files_for(plan, me, secrets):
 @operation()
 def no_default_route_via(mac):
     """Remove a default route through the NIC with `mac` (the management NIC)."""
-    name = host.get_fact(Links).get(mac, {}).get("name")
+    name = found_fact(Links).get(mac, {}).get("name")
     for route in host.get_fact(DefaultRoutes):
         if name and route["dev"] == name:
             yield f"ip route del default dev {name}"
