@@ -185,3 +185,38 @@ class SwapDevices(FactBase):
 
     def process(self, output):
         return [line.split()[0] for line in output if line.strip()]
+
+
+FACT_MARK = "kubelab-fact "     # Facts: the line before each fact's output
+
+
+class Facts(FactBase):
+    """Several facts of the host in one round trip: [answer, ...] for `asked`, a list of
+    (fact class, kwargs), each as pyinfra would give it. A fact whose command fails answers
+    Facts.FAILED: ask it alone, and pyinfra reports the failure as its own."""
+
+    FAILED = object()
+
+    def command(self, asked):
+        self.asked = asked      # pyinfra processes the output with this same instance
+        parts = [f"echo '{FACT_MARK}{i}'; {{ {_text(fact().command(**kwargs))} ; }} "
+                 f"|| echo '{FACT_MARK}failed'" for i, (fact, kwargs) in enumerate(asked)]
+        return f"{{ {'; '.join(parts)} ; }} 2>/dev/null"
+
+    def process(self, output):
+        outputs, failed = {}, set()
+        for line in output:
+            if line == f"{FACT_MARK}failed":
+                failed.add(len(outputs) - 1)
+            elif line.startswith(FACT_MARK):
+                outputs[len(outputs)] = []
+            elif outputs:
+                outputs[len(outputs) - 1].append(line)
+        return [self.FAILED if i in failed or i not in outputs
+                else fact().process(outputs[i]) if outputs[i] else fact().default()
+                for i, (fact, _) in enumerate(self.asked)]
+
+
+def _text(command):
+    """A fact's command as shell text (pyinfra gives some as a StringCommand)."""
+    return command if isinstance(command, str) else command.get_raw_value()

@@ -5,7 +5,7 @@ from pyinfra.api import operation
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import files
 
-from tasks.helpers import put, render_files, restart_if_changed
+from tasks.helpers import found_fact, put, render_files, restart_if_changed, will_ask
 
 NAME = "Baseline"
 GROUPS = ("gateway", "loadbalancers", "masters", "workers", "storage")
@@ -19,6 +19,7 @@ def files_for(plan, me, secrets):
 
 
 def deploy(plan, me, secrets):
+    will_ask(Hostname)
     host_name(name="Host name", hostname=me.name)
     fqdn_pattern = me.fqdn.replace(".", r"\.")     # grep's basic regular expression
     # The host's own name resolves to its lab address, as in DNS (not Debian's 127.0.1.1:
@@ -33,7 +34,7 @@ def deploy(plan, me, secrets):
 def host_name(hostname):
     """pyinfra's server.hostname for a host with systemd (every host here), in one round
     trip: pyinfra's also asks whether hostnamectl exists."""
-    if host.get_fact(Hostname) == hostname:
+    if found_fact(Hostname) == hostname:
         host.noop(f"the host's name is {hostname}")
         return
     yield f"hostnamectl set-hostname {hostname}"

@@ -26,8 +26,8 @@ from pyinfra.facts.server import Command, Sysctl
 from pyinfra.facts.systemd import SYSTEMD_UNIT_NAME_REGEX
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import (Container, FileState, FileStates, Links, ServiceState, Sha256File,
-                           UnitState)
+from kubelab.facts import (Container, Facts, FileState, FileStates, Links, ServiceState,
+                           Sha256File, UnitState)
 from kubelab.render import render
 
 # Where candidate configs wait for their checker before they replace the live ones.
@@ -125,8 +125,9 @@ def packages(name, wanted):
     can only send apt.packages to check for itself."""
     def missing():
         if host.name not in _INSTALLED:
-            _INSTALLED[host.name] = host.get_fact(DebPackages)
+            _INSTALLED[host.name] = found_fact(DebPackages)
         return not all(p in _INSTALLED[host.name] for p in wanted)
+    will_ask(DebPackages)
     apt.packages(name=name, packages=wanted, _if=missing)
 
 
@@ -144,7 +145,7 @@ def put(dest, content, mode="0644", name=None):
     """Upload a rendered file (text, or bytes such as a key), owned by root, when its content
     or mode differs; the Change tells whether it changed."""
     data = content if isinstance(content, bytes) else content.encode()
-    _PUT_PATHS.setdefault(host.state, {}).setdefault(host.name, []).append(dest)
+    _of_host(_PUT_PATHS, []).append(dest)
     return Change(file_written(name=name or f"Write {dest}", data=data, dest=dest,
                                mode=mode), dest)
 
@@ -173,9 +174,25 @@ def file_written(data, dest, mode):
 # A no-change run (the usual re-run) finds each host as it was when the run began, so what
 # it asked once still holds for the later operations; after the first change on the host,
 # each operation asks again. Only for a host's own state, which no other host changes.
+# The facts the host's operations will ask (said with will_ask when they are registered,
+# and the state of every file they put) are asked together, at the first of them.
 
 _FOUND = weakref.WeakKeyDictionary()        # pyinfra State -> {host name: {key: answer}}
+_PLANNED = weakref.WeakKeyDictionary()      # pyinfra State -> {host name: {key: (fact, args)}}
 _PUT_PATHS = weakref.WeakKeyDictionary()    # pyinfra State -> {host name: [paths put]}
+
+
+def _of_host(table, empty):
+    return table.setdefault(host.state, {}).setdefault(host.name, empty)
+
+
+def _key(fact, kwargs):
+    return fact.__name__, repr(sorted(kwargs.items()))
+
+
+def will_ask(fact, **kwargs):
+    """Said when an operation is registered: it will ask found_fact(fact, **kwargs)."""
+    _of_host(_PLANNED, {})[_key(fact, kwargs)] = (fact, kwargs)
 
 
 def untouched():
@@ -185,20 +202,34 @@ def untouched():
 
 
 def found_fact(fact, **kwargs):
-    """host.get_fact(fact, **kwargs), asked once while the run has changed nothing here."""
+    """host.get_fact(fact, **kwargs): while the run has changed nothing here, asked once,
+    with every other fact planned for the host that is not known yet."""
     if not untouched():
         return host.get_fact(fact, **kwargs)
-    answers = _FOUND.setdefault(host.state, {}).setdefault(host.name, {})
-    key = (fact.__name__, repr(sorted(kwargs.items())))
+    answers, key = _of_host(_FOUND, {}), _key(fact, kwargs)
     if key not in answers:
+        asked = {k: each for k, each in _planned().items() if k not in answers}
+        asked[key] = (fact, kwargs)
+        together = host.get_fact(Facts, asked=list(asked.values()))
+        answers.update((k, answer) for k, answer in zip(asked, together)
+                       if answer is not Facts.FAILED)
+    if key not in answers:      # its command failed: pyinfra's own error
         answers[key] = host.get_fact(fact, **kwargs)
     return answers[key]
 
 
+def _planned():
+    planned = dict(_of_host(_PLANNED, {}))
+    paths = _of_host(_PUT_PATHS, [])
+    if paths:
+        planned[_key(FileStates, {"paths": paths})] = (FileStates, {"paths": paths})
+    return planned
+
+
 def file_state(path):
-    """FileState of `path`: from one batch of every file the host's operations put, while
-    the run has changed nothing here."""
-    paths = _PUT_PATHS.get(host.state, {}).get(host.name, [])
+    """FileState of `path`: while the run has changed nothing here, from the states of every
+    file the host's operations put, asked at once."""
+    paths = _of_host(_PUT_PATHS, [])
     if path in paths and untouched():
         return found_fact(FileStates, paths=paths)[path]
     return host.get_fact(FileState, path=path)
@@ -231,15 +262,15 @@ def restart_if_changed(service, *changes, reload=False):
     silently stale); then make sure it runs and starts at boot (a stopped one simply starts
     with the new config)."""
     verb = "Reload" if reload else "Restart"
-    stamp = f"{CANDIDATES}/reloaded-{service}"
+    asked = {"service": service, "unit": unit_name(service), "paths": [c.path for c in changes],
+             "stamp": f"{CANDIDATES}/reloaded-{service}"}
+    will_ask(ServiceState, **asked)
     states = {}
 
     def state():
-        # Whether it is stale, runs, starts at boot: one round trip, asked once per host.
+        # Whether it is stale, runs, starts at boot: asked once per host.
         if host.name not in states:
-            states[host.name] = host.get_fact(
-                ServiceState, service=service, unit=unit_name(service),
-                paths=[c.path for c in changes], stamp=stamp)
+            states[host.name] = found_fact(ServiceState, **asked)
         return states[host.name]
 
     def needed():
@@ -249,7 +280,7 @@ def restart_if_changed(service, *changes, reload=False):
                     running=None, restarted=not reload, reloaded=reload, _if=needed)
     if reload:      # a reload leaves the service's start time: remember when it happened
         server.shell(name=f"Note the reload of {service}",
-                     commands=[f"mkdir -p {CANDIDATES} && touch {stamp}"], _if=needed)
+                     commands=[f"mkdir -p {CANDIDATES} && touch {asked['stamp']}"], _if=needed)
     # With no restart, nothing touched the service since its state was asked.
     unit_state(name=f"Run {service} now and at boot", service=service, running=True,
                enabled=True, known=lambda: None if needed() else state()[1:])
@@ -260,12 +291,17 @@ def unit_name(service):
     return service if re.fullmatch(SYSTEMD_UNIT_NAME_REGEX, service) else f"{service}.service"
 
 
-@operation()
-def unit_state(service, running=None, enabled=None, known=None):
+def unit_state(name, service, running=None, enabled=None, known=None):
     """pyinfra's systemd.service (start/stop, enable/disable; None leaves it), its state
-    asked in one round trip, or none when known() gives it (running, enabled)."""
+    asked in one round trip (found_fact), or none when known() gives it (running, enabled)."""
+    will_ask(UnitState, unit=unit_name(service))
+    return unit_set(name=name, service=service, running=running, enabled=enabled, known=known)
+
+
+@operation()
+def unit_set(service, running, enabled, known):
     unit = unit_name(service)
-    is_running, is_enabled = (known and known()) or host.get_fact(UnitState, unit=unit)
+    is_running, is_enabled = (known and known()) or found_fact(UnitState, unit=unit)
     if running is not None and running != is_running:
         yield f"systemctl {'start' if running else 'stop'} {unit}"
     if enabled is not None and enabled != is_enabled:
@@ -283,6 +319,8 @@ def kernel_settings(stage):
     if not in_container():
         for module in getattr(stage, "MODULES", []):
             server.modprobe(name=f"Load kernel module {module}", module=module)
+    if getattr(stage, "SYSCTLS", {}):
+        will_ask(Sysctl, keys=list(stage.SYSCTLS))
     for key, value in getattr(stage, "SYSCTLS", {}).items():
         sysctl_set(name=f"sysctl {key}", key=key, value=value, only_if_present=in_container(),
                    keys=list(stage.SYSCTLS))
@@ -316,6 +354,7 @@ def internal_nics(me, files_by_path, timeout):
     # Boot must never wait for a gateway that may be down (Debian enables it with networkd).
     unit_state(name="Boot does not wait for the internal NICs",
                service="systemd-networkd-wait-online", enabled=False)
+    will_ask(Links)
     for nic in me.nics:
         address_up(name=f"{nic.network}: address {nic.address}", mac=nic.mac,
                    address=str(nic.address), timeout=timeout)

@@ -5,7 +5,7 @@ from pyinfra.api import operation
 
 from kubelab.facts import DefaultRoutes, Links
 from tasks.helpers import (found_fact, in_container, internal_nics, nic_files, put,
-                           render_files, restart_if_changed)
+                           render_files, restart_if_changed, will_ask)
 
 NAME = "Internal network"
 GROUPS = ("loadbalancers", "masters", "workers", "storage")
@@ -26,7 +26,7 @@ def files_for(plan, me, secrets):
 def no_default_route_via(mac):
     """Remove a default route through the NIC with `mac` (the management NIC)."""
     name = found_fact(Links).get(mac, {}).get("name")
-    for route in host.get_fact(DefaultRoutes):
+    for route in found_fact(DefaultRoutes):
         if name and route["dev"] == name:
             yield f"ip route del default dev {name}"
             return
@@ -40,6 +40,7 @@ def deploy(plan, me, secrets):
         rendered["/etc/dhcp/dhclient-enter-hooks.d/kubelab-mgmt"])
     # The default route is now the gateway's (DHCP); the management NIC keeps its on-link
     # subnet, which is all SSH needs.
+    will_ask(DefaultRoutes)
     no_default_route_via(name="Default route not through the management NIC", mac=me.mgmt.mac)
     put("/etc/resolv.conf", rendered["/etc/resolv.conf"])
     # Time from the gateway; a container runs on the lab machine's clock instead.

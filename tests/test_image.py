@@ -162,6 +162,7 @@ def test_rootfs_holds_what_every_host_needs():
     keys = (root / "home/vagrant/.ssh/authorized_keys").read_text()
     assert keys.strip() == image.vagrant_public_key().strip()
     assert "NOPASSWD" in (root / "etc/sudoers.d/vagrant").read_text()
+    assert (root / "var/lib/systemd/linger/vagrant").exists()    # no user manager per login
     shadow = {line.split(":")[0]: line.split(":")[1]
               for line in (root / "etc/shadow").read_text().splitlines()}
     assert shadow["vagrant"] == "*" and shadow["root"] in ("*", "!")
