@@ -199,7 +199,8 @@ class Facts(FactBase):
 
     def command(self, asked):
         self.asked = asked      # pyinfra processes the output with this same instance
-        parts = [f"echo '{FACT_MARK}{i}'; {{ {_text(fact().command(**kwargs))} ; }} "
+        # Each in a subshell: a command's `exit` ends only its own.
+        parts = [f"echo '{FACT_MARK}{i}'; ( {_text(fact().command(**kwargs))} ) "
                  f"|| echo '{FACT_MARK}failed'" for i, (fact, kwargs) in enumerate(asked)]
         return f"{{ {'; '.join(parts)} ; }} 2>/dev/null"
 
