@@ -85,27 +85,6 @@ class FileState(FactBase):
         return {"mode": mode, "user": user, "group": group, "sha256": lines[1].split()[0]}
 
 
-FILE_MARK = "kubelab-file-state "     # FileStates: the line before each file's answer
-
-
-class FileStates(FactBase):
-    """{path: FileState's answer} for several files, in one round trip."""
-
-    def command(self, paths):
-        return "; ".join(f"echo {quote(FILE_MARK + path)}; {FileState().command(path)}"
-                         for path in paths)
-
-    def process(self, output):
-        lines = {}
-        for line in output:
-            if line.startswith(FILE_MARK):
-                path = line[len(FILE_MARK):]
-                lines[path] = []
-            elif lines:
-                lines[path].append(line)
-        return {path: FileState().process(found) for path, found in lines.items()}
-
-
 class UnitState(FactBase):
     """(running, enabled) of a systemd unit, judged as pyinfra's SystemdStatus and
     SystemdEnabled judge them, in one round trip instead of their two."""

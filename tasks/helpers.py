@@ -26,8 +26,8 @@ from pyinfra.facts.server import Command, Sysctl
 from pyinfra.facts.systemd import SYSTEMD_UNIT_NAME_REGEX
 from pyinfra.operations import apt, files, server, systemd
 
-from kubelab.facts import (Container, Facts, FileState, FileStates, Links, ServiceState,
-                           Sha256File, UnitState)
+from kubelab.facts import (Container, Facts, FileState, Links, ServiceState, Sha256File,
+                           UnitState)
 from kubelab.render import render
 
 # Where candidate configs wait for their checker before they replace the live ones.
@@ -145,16 +145,16 @@ def put(dest, content, mode="0644", name=None):
     """Upload a rendered file (text, or bytes such as a key), owned by root, when its content
     or mode differs; the Change tells whether it changed."""
     data = content if isinstance(content, bytes) else content.encode()
-    _of_host(_PUT_PATHS, []).append(dest)
+    will_ask(FileState, path=dest)
     return Change(file_written(name=name or f"Write {dest}", data=data, dest=dest,
                                mode=mode), dest)
 
 
 @operation()
 def file_written(data, dest, mode):
-    """pyinfra's files.put for a root-owned file, its state asked in one round trip (with
-    every file the host's operations put, while the run has changed nothing there)."""
-    found = file_state(dest)
+    """pyinfra's files.put for a root-owned file, its state asked in one round trip (with the
+    host's other planned facts, while the run has changed nothing there)."""
+    found = found_fact(FileState, path=dest)
     mode = f"{int(mode, 8):o}"
     if found is None or found["sha256"] != hashlib.sha256(data).hexdigest():
         yield f"mkdir -p {quote(dest.rpartition('/')[0] or '/')}"
@@ -174,16 +174,15 @@ def file_written(data, dest, mode):
 # A no-change run (the usual re-run) finds each host as it was when the run began, so what
 # it asked once still holds for the later operations; after the first change on the host,
 # each operation asks again. Only for a host's own state, which no other host changes.
-# The facts the host's operations will ask (said with will_ask when they are registered,
-# and the state of every file they put) are asked together, at the first of them.
+# The facts the host's operations will ask (said with will_ask when they are registered:
+# the state of every file they put, among others) are asked together, at the first of them.
 
 _FOUND = weakref.WeakKeyDictionary()        # pyinfra State -> {host name: {key: answer}}
 _PLANNED = weakref.WeakKeyDictionary()      # pyinfra State -> {host name: {key: (fact, args)}}
-_PUT_PATHS = weakref.WeakKeyDictionary()    # pyinfra State -> {host name: [paths put]}
 
 
-def _of_host(table, empty):
-    return table.setdefault(host.state, {}).setdefault(host.name, empty)
+def _of_host(table):
+    return table.setdefault(host.state, {}).setdefault(host.name, {})
 
 
 def _key(fact, kwargs):
@@ -192,7 +191,7 @@ def _key(fact, kwargs):
 
 def will_ask(fact, **kwargs):
     """Said when an operation is registered: it will ask found_fact(fact, **kwargs)."""
-    _of_host(_PLANNED, {})[_key(fact, kwargs)] = (fact, kwargs)
+    _of_host(_PLANNED)[_key(fact, kwargs)] = (fact, kwargs)
 
 
 def untouched():
@@ -206,9 +205,9 @@ def found_fact(fact, **kwargs):
     with every other fact planned for the host that is not known yet."""
     if not untouched():
         return host.get_fact(fact, **kwargs)
-    answers, key = _of_host(_FOUND, {}), _key(fact, kwargs)
+    answers, key = _of_host(_FOUND), _key(fact, kwargs)
     if key not in answers:
-        asked = {k: each for k, each in _planned().items() if k not in answers}
+        asked = {k: each for k, each in _of_host(_PLANNED).items() if k not in answers}
         asked[key] = (fact, kwargs)
         together = host.get_fact(Facts, asked=list(asked.values()))
         answers.update((k, answer) for k, answer in zip(asked, together)
@@ -216,23 +215,6 @@ def found_fact(fact, **kwargs):
     if key not in answers:      # its command failed: pyinfra's own error
         answers[key] = host.get_fact(fact, **kwargs)
     return answers[key]
-
-
-def _planned():
-    planned = dict(_of_host(_PLANNED, {}))
-    paths = _of_host(_PUT_PATHS, [])
-    if paths:
-        planned[_key(FileStates, {"paths": paths})] = (FileStates, {"paths": paths})
-    return planned
-
-
-def file_state(path):
-    """FileState of `path`: while the run has changed nothing here, from the states of every
-    file the host's operations put, asked at once."""
-    paths = _of_host(_PUT_PATHS, [])
-    if path in paths and untouched():
-        return found_fact(FileStates, paths=paths)[path]
-    return host.get_fact(FileState, path=path)
 
 
 def install_checked(dest, text, check, mode="0644", checker=None):

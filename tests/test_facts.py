@@ -4,7 +4,7 @@ import subprocess
 
 from pyinfra.api import FactBase
 
-from kubelab.facts import Facts, FileStates
+from kubelab.facts import Facts, FileState
 
 
 class Echo(FactBase):
@@ -38,12 +38,12 @@ def test_each_fact_gets_its_own_lines_in_order(tmp_path):
     present = tmp_path / "present"
     present.write_text("x")
     answers = asked_together([(Echo, {"text": "a b"}), (Nothing, {}),
-                              (FileStates, {"paths": [str(present), str(tmp_path / "no")]}),
-                              (Echo, {"text": "c"})])
-    assert answers[0] == ["a", "b"] and answers[3] == ["c"]
+                              (FileState, {"path": str(present)}),
+                              (FileState, {"path": str(tmp_path / "no")}), (Echo, {"text": "c"})])
+    assert answers[0] == ["a", "b"] and answers[4] == ["c"]
     assert answers[1] == {}                 # no output: the fact's default, as pyinfra does
-    assert answers[2][str(tmp_path / "no")] is None
-    assert answers[2][str(present)]["sha256"] == \
+    assert answers[3] is None
+    assert answers[2]["sha256"] == \
         "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
 
 

@@ -143,7 +143,7 @@ def test_config_faults_and_spec_changes_on_a_running_lab(gateway_lab, tmp_path):
     assert again["changed"] == 0 and not again["errors"], again
 
     # A file changed by hand is put back by the next run, and nothing else changes (a
-    # no-change run asks every file's state at once: tasks/helpers.py file_state).
+    # no-change run asks every file's state at once: tasks/helpers.py found_fact).
     client = next(h for h in plan.hosts if h.group != "gateway").name
     on(config, client, "echo nameserver 127.0.0.9 >> /etc/resolv.conf")
     result, _, _ = deploy(env)

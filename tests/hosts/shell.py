@@ -41,6 +41,7 @@ for line in sys.stdin:
           flush=True)
 """
 
+
 class ShellBackend(SshBackend):
     """testinfra's ssh backend (same URL and options), with its commands run by one agent
     per host, as root when sudo is asked."""
