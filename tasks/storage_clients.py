@@ -7,9 +7,14 @@ the first storage host being up) marked noauto, mounted by a unit of its own at 
 retried until a volfile server answers: the storage hosts may boot after this one, and a
 failed boot-time mount would never be tried again.
 """
+from shlex import quote
+
+from pyinfra import host
+from pyinfra.api import operation
 from pyinfra.operations import files, server, systemd
 
-from tasks.helpers import Change, put, render_files, restart_if_changed
+from kubelab.facts import Exists
+from tasks.helpers import Change, found_fact, put, render_files, restart_if_changed, will_ask
 
 NAME = "Gluster mounts"
 GROUPS = ("masters", "workers")
@@ -41,7 +46,8 @@ def files_for(plan, me, secrets):
 
 def deploy(plan, me, secrets):
     volume, path = kubernetes_mount(plan)
-    files.directory(name=f"Mount point {path}", path=path)
+    will_ask(Exists, path=path)
+    mount_point(name=f"Mount point {path}", path=path)
     line = Change(files.line(name=f"{path} in /etc/fstab", path="/etc/fstab",
                              line=f"^[^ ]* {path} ", replace=fstab_line(plan)), "/etc/fstab")
     changes = [line, *(put(dest, text) for dest, text in files_for(plan, me, secrets).items())]
@@ -52,3 +58,14 @@ def deploy(plan, me, secrets):
     server.shell(name=f"Unmount {path} (its fstab line changed)",
                  commands=[f"! mountpoint -q {path} || umount {path}"], _if=line.did_change)
     restart_if_changed(unit_name(plan), *changes)
+
+
+@operation()
+def mount_point(path):
+    """The directory the volume is mounted on, made when missing. Not files.directory: its
+    fact reads the times of what is mounted there, and after a storage host's reboot the FUSE
+    client once gave an access time in the year 4450228, which stopped the deploy."""
+    if found_fact(Exists, path=path):
+        host.noop(f"{path} exists")
+        return
+    yield f"mkdir -p {quote(path)}"
