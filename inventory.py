@@ -3,12 +3,13 @@ the plan of the spec in $KUBELAB_SPEC (default kubelab.yaml); SSH details come f
 ssh config `kubelab up` writes, or from the spec's ssh_hosts for existing machines."""
 import sys
 
-from kubelab import sshproxy
+from kubelab import sshproxy, stacks
 from kubelab.inventory import group, not_up_warning
 from kubelab.paths import spec_path
 from kubelab.plan import load_plan
 
 sshproxy.install()    # before pyinfra connects: see kubelab/sshproxy.py
+stacks.install()      # a deploy stopped for its time says where it waited
 _plan = load_plan(spec_path())
 # Said before pyinfra tries to connect: its own error for a host that is not up is only
 # "Could not resolve hostname".

@@ -9,12 +9,15 @@ the lab's state directory.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from kubelab import stacks
 from kubelab.errors import LabError
 from kubelab.inventory import reachable
 from kubelab.paths import REPO, lab_dir, lab_provider, ssh_config
@@ -25,6 +28,8 @@ from tasks import UNTIL
 
 STAGE = re.compile(r"^--> Starting operation: ([^|]+?)(?: \|.*)?\s*$")
 MAX_CHECK_WORKERS = 4
+# Seconds an overdue deploy has to print its stacks before it is stopped.
+STACKS_SECONDS = 5
 TOTAL = re.compile(r"^\s*Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
 
 
@@ -85,36 +90,77 @@ def totals(output):
 CONNECTING = "Connecting, loading facts and the deploy"
 
 
-def deploy(plan, spec_path, log, hosts=None, until=None, launcher=None, stage_seconds=None):
+def deploy(plan, spec_path, log, hosts=None, until=None, launcher=None, stage_seconds=None,
+           timeout=None):
     """Run the deploy on `hosts` (default: up_hosts), one progress phase per stage, its
     stages up to `until` (default: all), with pyinfra's own launcher or `launcher` (a command
     that takes pyinfra's arguments). Returns (exit code, output, seconds); fills
-    `stage_seconds` (a dict) with each phase's seconds."""
+    `stage_seconds` (a dict) with each phase's seconds. A deploy still running after
+    `timeout` seconds prints where it waits and is stopped (a failure, with that output)."""
     limits = [arg for name in hosts or up_hosts(plan) for arg in ("--limit", name)]
     stages = ["--data", f"{UNTIL}={until}"] if until else []
     cmd = [*(launcher or pyinfra_command()), "-y", *limits, *stages, "inventory.py", "deploy.py"]
     start = time.monotonic()
     lines = []
     starts = [(CONNECTING, start)]
-    with open(log, "w") as out, ExitStack() as stages:
+    overdue = threading.Event()
+    with open(log, "w") as out, ExitStack() as guard:
+        # Its own process group: stopped, it takes its SSH proxies with it.
         proc = subprocess.Popen(cmd, cwd=REPO, env=lab_env(spec_path), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        stages.enter_context(phase(CONNECTING))
-        for line in proc.stdout:
-            out.write(line)
-            lines.append(line)
-            match = STAGE.match(line)
-            # Stages overlap where their hosts differ: a phase ends when the next one starts.
-            if match and match.group(1) not in dict(starts):
-                starts.append((match.group(1), time.monotonic()))
-                stages.close()
-                stages.enter_context(phase(match.group(1)))
-        code = proc.wait()
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        guard.callback(_stop, proc)         # also when the caller is interrupted
+        if timeout:
+            timer = threading.Timer(timeout, _stop_overdue, (proc, overdue))
+            timer.start()
+            guard.callback(timer.cancel)
+        with ExitStack() as stages:
+            stages.enter_context(phase(CONNECTING))
+            for line in proc.stdout:
+                out.write(line)
+                lines.append(line)
+                match = STAGE.match(line)
+                # Stages overlap where their hosts differ: a phase ends when the next starts.
+                if match and match.group(1) not in dict(starts):
+                    starts.append((match.group(1), time.monotonic()))
+                    stages.close()
+                    stages.enter_context(phase(match.group(1)))
+            code = proc.wait()
+        if overdue.is_set():
+            lines.append(f"kubelab: the deploy ran over its {timeout} s and was stopped "
+                         "(where it waited is above)\n")
+            out.write(lines[-1])
     end = time.monotonic()
     if stage_seconds is not None:
         ends = [t for _, t in starts[1:]] + [end]
         stage_seconds.update({name: stop - t for (name, t), stop in zip(starts, ends)})
     return code, "".join(lines), end - start
+
+
+def failure_output(output, size=4000):
+    """What to show of a failed deploy's output: its end; for a deploy stopped for its time,
+    what it did last and, whole, where it waited."""
+    before, header, stacks_and_end = output.partition(stacks.HEADER)
+    return before[-size:] + header + stacks_and_end if header else output[-size:]
+
+
+def _stop_overdue(proc, overdue):
+    """Ask pyinfra where it waits (kubelab/stacks.py), give it time to say so, stop it."""
+    overdue.set()
+    proc.send_signal(stacks.DUMP)
+    try:
+        proc.wait(STACKS_SECONDS)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+
+
+def _stop(proc):
+    """Stop a deploy that still runs: pyinfra and what it started."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:      # it ended meanwhile
+            pass
+        proc.wait()
 
 
 def provision(plan, spec_path, until=None):
@@ -125,7 +171,7 @@ def provision(plan, spec_path, until=None):
     code, output, seconds = deploy(plan, spec_path, log, hosts, until)
     result = totals(output)
     if code != 0 or not result or not result["hosts"] or result["errors"]:
-        tail = "\n".join(output.splitlines()[-30:])
+        tail = failure_output(output, 3000)
         print(f"provision FAILED (pyinfra exit {code}) after {seconds:.1f} s; "
               f"full output: {log}\n{tail}", file=sys.stderr)
         return code or 1

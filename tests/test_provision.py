@@ -3,10 +3,11 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
-from kubelab import paths, provision, vagrant
+from kubelab import paths, provision, stacks, vagrant
 from kubelab.errors import LabError
 from kubelab.inventory import not_up_warning, checks_connection
 from kubelab.paths import DEFAULT_SPEC, REPO
@@ -176,3 +177,39 @@ def test_a_lab_that_is_not_running_says_so_and_how_to_bring_it_up(tmp_path, monk
         up_hosts(plan)
     assert f"lab {plan.name} is not up: gateway (not created)" in str(err.value)
     assert "`kubelab up`" in str(err.value)
+
+
+# A stand-in for pyinfra that waits forever in a greenlet, and in a child process of its own.
+HANGING = """
+import subprocess, gevent
+from kubelab import stacks
+stacks.install()
+subprocess.Popen(["sleep", "300"])
+print("--> Starting operation: Waiting forever", flush=True)
+def waiting_for_a_host():
+    gevent.sleep(300)
+gevent.spawn(waiting_for_a_host).join()
+"""
+
+
+def test_a_deploy_over_its_time_says_where_it_waits_and_is_stopped(tmp_path):
+    plan = load_plan(DEFAULT_SPEC)
+    started = set(_sleeps())
+    code, output, seconds = provision.deploy(
+        plan, DEFAULT_SPEC, tmp_path / "log", hosts=["gateway"],
+        launcher=[sys.executable, "-c", HANGING], timeout=3)
+    assert code != 0 and seconds < 3 + provision.STACKS_SECONDS + 5, (code, seconds)
+    assert "kubelab: where the deploy is" in output and "in waiting_for_a_host" in output, output
+    assert output.endswith("kubelab: the deploy ran over its 3 s and was stopped "
+                           "(where it waited is above)\n")
+    assert (tmp_path / "log").read_text() == output
+    # Shown of a long output: its last 100 characters before the stacks, then all of them.
+    shown = provision.failure_output("x" * 9000 + output, size=100)
+    assert shown.index(stacks.HEADER) == 100 and shown.endswith(output[output.index("--> "):])
+    assert set(_sleeps()) <= started, "the deploy's child still runs"
+
+
+def _sleeps():
+    """PIDs of `sleep 300` processes."""
+    ps = subprocess.run(["pgrep", "-x", "-f", "sleep 300"], capture_output=True, text=True)
+    return ps.stdout.split()

@@ -16,6 +16,8 @@ from kubelab.plan import load_plan
 from tests.conftest import derived_spec, start_lab
 
 pytestmark = pytest.mark.lab
+# Seconds a deploy here may take (~20 s) before it is stopped and says where it waited.
+DEPLOY_TIMEOUT = 300
 STALL_GOAL_S = 5        # the goal: writes stall at most this long when a storage host dies
 
 
@@ -35,9 +37,10 @@ def storage_lab(lab_state, tmp_path_factory):
 
 
 def deploy(plan, spec):
-    code, output, seconds = provision.deploy(plan, spec, lab_dir(plan) / "provision.log")
+    code, output, seconds = provision.deploy(plan, spec, lab_dir(plan) / "provision.log",
+                                             timeout=DEPLOY_TIMEOUT)
     result = provision.totals(output)
-    assert code == 0 and result and not result["errors"], output[-4000:]
+    assert code == 0 and result and not result["errors"], provision.failure_output(output)
     return result, output, seconds
 
 

@@ -38,6 +38,9 @@ pytestmark = pytest.mark.vm
 SPEC = REPO / "tests" / "specs" / "vm.yaml"
 # The stages that run on VMs here: the Kubernetes stages need pkgs.k8s.io.
 UNTIL = "loadbalancers"
+# Seconds a deploy on these VMs may take (~120-200 s on 2 cores) before it is stopped and
+# says where it waited.
+DEPLOY_TIMEOUT = 600
 
 
 def _ssh(config, name, command):
@@ -142,9 +145,9 @@ def test_storage_host_has_its_data_disk(vm_lab):
 def _deploy(plan, until=None):
     """kubelab's deploy run (its stages up to `until`) -> (pyinfra's totals, seconds)."""
     code, output, seconds = provision.deploy(plan, SPEC, lab_dir(plan) / "provision.log",
-                                             until=until)
+                                             until=until, timeout=DEPLOY_TIMEOUT)
     result = provision.totals(output)
-    assert code == 0 and result and not result["errors"], output[-4000:]
+    assert code == 0 and result and not result["errors"], provision.failure_output(output)
     return result, seconds
 
 
@@ -198,8 +201,9 @@ def test_a_disk_with_a_foreign_filesystem_is_refused(vm_lab, report):
     foreign = "0f3c0000-0000-4000-8000-000000000001"
     _ssh(config, storage_host.name, f"sudo umount {storage.BRICKS} && sudo wipefs -q -a {disk} "
                                     f"&& sudo mkfs.ext4 -q -U {foreign} {disk}")
-    code, output, _ = provision.deploy(plan, SPEC, lab_dir(plan) / "provision.log")
-    assert code != 0
+    code, output, _ = provision.deploy(plan, SPEC, lab_dir(plan) / "provision.log",
+                                       timeout=DEPLOY_TIMEOUT)
+    assert code != 0 and "kubelab: the deploy ran over" not in output
     assert (f"{storage_host.name}: data disk {disk} ({storage_host.data_disk} GiB) carries ext4 "
             f"(UUID={foreign}), not made by kubelab") in output
     assert "ext4" in _ssh(config, storage_host.name, f"sudo blkid -p -o export {disk}")
