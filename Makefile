@@ -21,7 +21,7 @@ endif
 	kubelab --spec $(SPEC) create --provider $(PROVIDER)
 
 test: setup
-	python -m pytest -ra
+	python -m pytest -ra --durations=15
 
 bench:
 	python benchmarks/scale.py
