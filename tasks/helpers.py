@@ -342,6 +342,15 @@ def internal_nics(me, files_by_path, timeout):
                    address=str(nic.address), timeout=timeout)
 
 
+def retry_for(seconds, command, failure, show=None, every=1):
+    """Shell: `command` until it succeeds, for at most `seconds` of wall time (a slow try
+    counts: not a number of tries), then `show` (a command whose output helps) and the
+    `failure` message on stderr, and exit 1."""
+    said = f"{show}; " if show else ""
+    return (f"end=$(($(date +%s) + {seconds})); until {command}; do [ $(date +%s) -lt $end ] "
+            f"|| {{ {said}echo {quote(failure)} >&2; exit 1; }}; sleep {every}; done")
+
+
 @operation()
 def address_up(mac, address, timeout):
     """Wait, at most `timeout` seconds, until the NIC with `mac` holds `address` (a DHCP
@@ -353,10 +362,9 @@ def address_up(mac, address, timeout):
     if any(a.split("/")[0] == address for a in link["ipv4"]):
         host.noop(f"{link['name']} ({mac}) holds {address}")
         return
-    yield (f"for i in $(seq {timeout}); do ip -o -4 addr show dev {link['name']} | "
-           f"grep -q ' inet {address}/' && exit 0; sleep 1; done; "
-           f"echo '{link['name']} ({mac}) got no address {address} in {timeout} s: "
-           "is the gateway up and its dnsmasq serving this network?' >&2; exit 1")
+    yield retry_for(timeout, f"ip -o -4 addr show dev {link['name']} | grep -q ' inet {address}/'",
+                    f"{link['name']} ({mac}) got no address {address} in {timeout} s: is the "
+                    "gateway up and its dnsmasq serving this network?")
 
 
 # --- run once on a chosen host, with data for the others ----------------------------------

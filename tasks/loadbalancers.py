@@ -25,7 +25,7 @@ from pyinfra.operations import server, systemd
 from kubelab.facts import Links
 from kubelab.render import render
 from tasks.helpers import (CANDIDATES, chosen, install_checked, publish, put, render_files,
-                           restart_if_changed, shared, unit_state)
+                           restart_if_changed, retry_for, shared, unit_state)
 
 NAME = "Load balancers"
 GROUPS = ("loadbalancers",)
@@ -126,11 +126,12 @@ def load_cluster_config(text, members):
     yield FileUploadCommand(StringIO(text), CLUSTER)
     # Every node online, a controller elected with quorum, before the resources are placed
     # (crm_mon reads the status and returns; crmadmin -D would wait for a controller forever).
-    yield (f"for i in $(seq {FORM_SECONDS}); do s=$(timeout 10 crm_mon -1 --output-as=xml "
-           "2>/dev/null); echo \"$s\" | grep -q '<current_dc present=\"true\".* "
-           "with_quorum=\"true\"' && [ \"$(echo \"$s\" | grep -c ' online=\"true\"')\" = "
-           f"{members} ] && exit 0; sleep 1; done; echo 'the load balancers did not all join "
-           f"the cluster in {FORM_SECONDS} s: see crm_mon -1, corosync-cfgtool -s' >&2; exit 1")
+    yield retry_for(FORM_SECONDS, (
+        "s=$(timeout 10 crm_mon -1 --output-as=xml 2>/dev/null); echo \"$s\" | grep -q "
+        "'<current_dc present=\"true\".* with_quorum=\"true\"' && "
+        f"[ \"$(echo \"$s\" | grep -c ' online=\"true\"')\" = {members} ]"),
+        f"the load balancers did not all join the cluster in {FORM_SECONDS} s: see crm_mon -1, "
+        "corosync-cfgtool -s")
     yield f"crm configure load update {CLUSTER}"
     yield "crm_verify -L"
     yield f"crm_resource --wait --timeout={SETTLE_SECONDS}s"

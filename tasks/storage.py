@@ -13,7 +13,7 @@ from pyinfra import host, state
 from pyinfra.api import FactBase, OperationError, operation
 from pyinfra.operations import files, server
 
-from tasks.helpers import chosen, in_container, unit_state
+from tasks.helpers import chosen, in_container, retry_for, unit_state
 
 NAME = "Storage"
 GROUPS = ("storage",)
@@ -231,13 +231,13 @@ def peers_probed(names):
     for name in names:
         if name not in peers:
             # Its glusterd may still be starting: retry for a while.
-            yield (f"for i in $(seq {PEER_WAIT_SECONDS}); do gluster peer probe {name} && "
-                   f"exit 0; sleep 1; done; echo 'peer probe {name} failed for "
-                   f"{PEER_WAIT_SECONDS} s: is glusterd running there, and does the name "
-                   "resolve?' >&2; exit 1")
-    yield (f"for i in $(seq {PEER_WAIT_SECONDS}); do [ $(gluster pool list | grep -c "
-           f"Connected) -ge {len(names) + 1} ] && exit 0; sleep 1; done; gluster pool list >&2; "
-           f"echo 'not every peer connected within {PEER_WAIT_SECONDS} s' >&2; exit 1")
+            yield retry_for(PEER_WAIT_SECONDS, f"gluster peer probe {name}",
+                            f"peer probe {name} failed for {PEER_WAIT_SECONDS} s: is glusterd "
+                            "running there, and does the name resolve?")
+    yield retry_for(PEER_WAIT_SECONDS,
+                    f"[ $(gluster pool list | grep -c Connected) -ge {len(names) + 1} ]",
+                    f"not every peer connected within {PEER_WAIT_SECONDS} s",
+                    show="gluster pool list >&2")
 
 
 @operation()

@@ -4,6 +4,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -147,3 +148,20 @@ def test_checks_until_a_stage_leave_out_those_of_later_stages(tmp_path):
     assert files("--until=storage") == every - {"test_storage", "test_kubernetes"}
     assert files("--until=storage_clients") == every - {"test_kubernetes"}
     assert files("--until=addons") == every
+
+
+def test_a_bounded_wait_counts_seconds_not_tries(tmp_path):
+    """Each try takes 2 s: the wait ends after its 3 s (two tries), not after 3 tries."""
+    from tasks.helpers import retry_for
+    tries = tmp_path / "tries"
+    never = f"echo x >> {tries}; sleep 2; false"
+    started = time.monotonic()
+    run = subprocess.run(["sh", "-c", retry_for(3, never, "it's not there in 3 s",
+                                                 show="echo shown >&2")],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and run.stderr == "shown\nit's not there in 3 s\n"
+    assert len(tries.read_text().split()) == 2 and time.monotonic() - started < 6
+    # A try that succeeds ends the wait at once, with its status.
+    soon = f"echo x >> {tries}; [ $(wc -l < {tries}) -ge 4 ]"
+    assert subprocess.run(["sh", "-c", retry_for(30, soon, "no")], timeout=30).returncode == 0
+    assert len(tries.read_text().split()) == 4

@@ -150,7 +150,7 @@ def test_a_fresh_pool_is_made_from_the_first_storage_host_only(tmp_path):
     assert f"{storage.MKFS} -m uuid={fs_uuid} /dev/vdb" in ran[first.name]
     probes = [c for c in ran[first.name] if "peer probe" in c]
     assert len(probes) == len(others) and all(
-        f"gluster peer probe {h.fqdn} " in p for h, p in zip(others, probes))
+        f"until gluster peer probe {h.fqdn};" in p for h, p in zip(others, probes))
     create = [c for c in ran[first.name] if "volume create" in c]
     assert create == ["gluster --mode=script volume create kube replica 3 " +
                       " ".join(storage.bricks(plan, "kube"))]       # on a disk: no force
