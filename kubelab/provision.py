@@ -125,7 +125,8 @@ def deploy(plan, spec_path, log, hosts=None, until=None, launcher=None, stage_se
                     stages.close()
                     stages.enter_context(phase(match.group(1)))
             code = proc.wait()
-        if overdue.is_set():
+        if overdue.is_set():        # a failure, whatever pyinfra said
+            code = code or 1
             lines.append(f"kubelab: the deploy ran over its {timeout} s and was stopped "
                          "(where it waited is above)\n")
             out.write(lines[-1])
@@ -150,17 +151,18 @@ def _stop_overdue(proc, overdue):
     try:
         proc.wait(STACKS_SECONDS)
     except subprocess.TimeoutExpired:
-        _stop(proc)
+        pass
+    _stop(proc)
 
 
 def _stop(proc):
-    """Stop a deploy that still runs: pyinfra and what it started."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:      # it ended meanwhile
-            pass
-        proc.wait()
+    """Stop what is left of a deploy: pyinfra, and what it started (a child left behind
+    would keep its output open)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:      # all of it ended
+        pass
+    proc.wait()
 
 
 def provision(plan, spec_path, until=None):

@@ -209,6 +209,19 @@ def test_a_deploy_over_its_time_says_where_it_waits_and_is_stopped(tmp_path):
     assert set(_sleeps()) <= started, "the deploy's child still runs"
 
 
+def test_a_deploy_whose_child_keeps_its_output_open_is_stopped_at_its_time(tmp_path):
+    """pyinfra ended, a process it started still holds the output: stopped all the same."""
+    plan = load_plan(DEFAULT_SPEC)
+    started = set(_sleeps())
+    leaving = "import subprocess; subprocess.Popen(['sleep', '300'])"
+    code, output, seconds = provision.deploy(
+        plan, DEFAULT_SPEC, tmp_path / "log", hosts=["gateway"],
+        launcher=[sys.executable, "-c", leaving], timeout=2)
+    assert code != 0 and seconds < 2 + 5, (code, seconds)
+    assert "the deploy ran over its 2 s" in output
+    assert set(_sleeps()) <= started, "the deploy's child still runs"
+
+
 def _sleeps():
     """PIDs of `sleep 300` processes."""
     ps = subprocess.run(["pgrep", "-x", "-f", "sleep 300"], capture_output=True, text=True)
