@@ -188,3 +188,45 @@ def test_outage_is_the_longest_run_of_failed_requests():
     assert not recovered(10.0)(Client(results))                 # not 5 successes yet
     assert not recovered(10.0)(Client(results[:5]))             # failing still
     assert not recovered(13.15)(Client(results + steady))       # nothing failed since
+
+
+def test_a_failed_step_says_what_the_cluster_said_and_the_timeline_so_far(monkeypatch,
+                                                                          capsys):
+    """A step that fails (here: the VIP did not move) ends the drill with pacemaker's status
+    from each load balancer, and --json still shows the timeline up to there."""
+    import subprocess
+    from kubelab import drills
+    from kubelab.drills import loadbalancer
+
+    class Client:
+        results = []
+
+        def __init__(self, plan, host):
+            pass
+
+        def wait(self, done, what):
+            pass
+
+        def stop(self):
+            pass
+
+    def steps(plan, timeline, client, figures):
+        timeline.mark("3. hapx02 in standby")
+        raise drills.DrillError("the VIP did not move within 120 s")
+
+    def on_host(plan, host, command, timeout, check):
+        return subprocess.CompletedProcess(command, 0, f"Online: [ {host.name} ]\n", "")
+    plan = load_plan(DEFAULT_SPEC)
+    for name, stand_in in {"Client": Client, "steps": steps, "on_host": on_host,
+                           "client_host": lambda plan: plan.hosts[0],
+                           "start_standins": lambda plan, timeline: [],
+                           "stop_standins": lambda plan, started: None,
+                           "up": lambda plan, group: plan.group(group)}.items():
+        monkeypatch.setattr(loadbalancer, name, stand_in)
+    monkeypatch.setattr(drills, "check_routes", lambda plan: None)
+    with pytest.raises(drills.DrillError) as error:
+        drills.main(plan, "loadbalancer", as_json=True)
+    assert str(error.value) == ("the VIP did not move within 120 s\n"
+                                "hapx01: crm_mon -1 -r -f:\nOnline: [ hapx01 ]\n\n"
+                                "hapx02: crm_mon -1 -r -f:\nOnline: [ hapx02 ]\n")
+    assert "s  3. hapx02 in standby\n" in capsys.readouterr().err

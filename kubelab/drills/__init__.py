@@ -126,7 +126,13 @@ def main(plan, name, as_json=False):
     timeline = Timeline(quiet=as_json)
     if not as_json:
         print(f"drill {name} on lab {plan.name}")
-    figures = drill.run(plan, timeline)
+    try:
+        figures = drill.run(plan, timeline)
+    except DrillError:
+        if as_json:     # the timeline so far, which the JSON would have carried
+            for at, text in timeline.events:
+                print(f"  {at:7.2f} s  {text}", file=sys.stderr)
+        raise
     if as_json:
         json.dump({**figures, "timeline": timeline.events}, sys.stdout, indent=2)
         print()

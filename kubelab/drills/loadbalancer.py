@@ -243,7 +243,10 @@ def run(plan, timeline):
                       f"{plan.api_port}/readyz every {INTERVAL * 1000:.0f} ms")
         client.wait(lambda c: any(ok for _, ok in c.results),
                     "no request to the VIP succeeded (is the lab deployed?)")
-        steps(plan, timeline, client, figures)
+        try:
+            steps(plan, timeline, client, figures)
+        except DrillError as error:
+            raise DrillError(f"{error}\n{cluster_status(plan)}") from None
         figures["requests"] = len(client.results)
     finally:
         if client:
@@ -257,6 +260,19 @@ def run(plan, timeline):
                       f"({'met' if figures['goals_met'][key] else 'MISSED'})")
     stats_page(plan)
     return figures
+
+
+def cluster_status(plan):
+    """What pacemaker says on each load balancer that answers (resources, fail counts): why
+    a step failed."""
+    said = []
+    for node in up(plan, "loadbalancers"):
+        try:
+            status = on_host(plan, node, "crm_mon -1 -r -f", timeout=30, check=False)
+            said.append(f"{node.name}: crm_mon -1 -r -f:\n{status.stdout}{status.stderr}")
+        except DrillError as error:
+            said.append(str(error))
+    return "\n".join(said)
 
 
 def stats_page(plan):
