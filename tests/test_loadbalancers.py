@@ -190,6 +190,23 @@ def test_outage_is_the_longest_run_of_failed_requests():
     assert not recovered(13.15)(Client(results + steady))       # nothing failed since
 
 
+def test_the_drill_starts_once_every_request_of_its_baseline_succeeded():
+    from kubelab.drills.loadbalancer import steady
+
+    class Client:
+        def __init__(self, results):
+            self.results = results
+
+        def since(self, t):
+            return [r for r in self.results if r[0] >= t]
+    calm = [(10.0 + i / 10, True) for i in range(40)]          # 10.0 .. 13.9
+    at_14 = steady(3, now=lambda: 14.0)
+    assert at_14(Client(calm))
+    assert not at_14(Client(calm[20:]))                         # requests for 2 s only
+    assert not at_14(Client(calm[:30] + [(13.0, False)] + calm[31:]))
+    assert steady(3, now=lambda: 14.5)(Client(calm[:5] + [(10.6, False)] + calm[6:]))
+
+
 def test_a_failed_step_says_what_the_cluster_said_and_the_timeline_so_far(monkeypatch,
                                                                           capsys):
     """A step that fails (here: the VIP did not move) ends the drill with pacemaker's status
