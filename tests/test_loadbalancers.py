@@ -169,6 +169,16 @@ def test_cluster_config_loads_from_the_chosen_node_only_when_it_differs(tmp_path
 
 # --- the drill's arithmetic -------------------------------------------------------------------
 
+class Recorded:
+    """The drill's client, as its checks see it: (time, succeeded) of each request."""
+
+    def __init__(self, results):
+        self.results = results
+
+    def since(self, t):
+        return [r for r in self.results if r[0] >= t]
+
+
 def test_outage_is_the_longest_run_of_failed_requests():
     from kubelab.drills.loadbalancer import outage, recovered
     results = [(10.0, True), (10.1, False), (10.2, True), (10.3, False), (10.4, False),
@@ -176,35 +186,21 @@ def test_outage_is_the_longest_run_of_failed_requests():
     assert outage(results) == 2.6
     assert outage([(1.0, True), (1.1, True)]) == 0.0
     assert outage([(1.0, True), (1.1, False), (1.5, False)]) == 0.4
-
-    class Client:
-        def __init__(self, results):
-            self.results = results
-
-        def since(self, t):
-            return [r for r in self.results if r[0] >= t]
     steady = [(13.2 + i / 10, True) for i in range(5)]
-    assert recovered(10.0)(Client(results + steady))
-    assert not recovered(10.0)(Client(results))                 # not 5 successes yet
-    assert not recovered(10.0)(Client(results[:5]))             # failing still
-    assert not recovered(13.15)(Client(results + steady))       # nothing failed since
+    assert recovered(10.0)(Recorded(results + steady))
+    assert not recovered(10.0)(Recorded(results))               # not 5 successes yet
+    assert not recovered(10.0)(Recorded(results[:5]))           # failing still
+    assert not recovered(13.15)(Recorded(results + steady))     # nothing failed since
 
 
 def test_the_drill_starts_once_every_request_of_its_baseline_succeeded():
     from kubelab.drills.loadbalancer import steady
-
-    class Client:
-        def __init__(self, results):
-            self.results = results
-
-        def since(self, t):
-            return [r for r in self.results if r[0] >= t]
     calm = [(10.0 + i / 10, True) for i in range(40)]          # 10.0 .. 13.9
     at_14 = steady(3, now=lambda: 14.0)
-    assert at_14(Client(calm))
-    assert not at_14(Client(calm[20:]))                         # requests for 2 s only
-    assert not at_14(Client(calm[:30] + [(13.0, False)] + calm[31:]))
-    assert steady(3, now=lambda: 14.5)(Client(calm[:5] + [(10.6, False)] + calm[6:]))
+    assert at_14(Recorded(calm))
+    assert not at_14(Recorded(calm[20:]))                       # requests for 2 s only
+    assert not at_14(Recorded(calm[:30] + [(13.0, False)] + calm[31:]))
+    assert steady(3, now=lambda: 14.5)(Recorded(calm[:5] + [(10.6, False)] + calm[6:]))
 
 
 def test_a_failed_step_says_what_the_cluster_said_and_the_timeline_so_far(monkeypatch,

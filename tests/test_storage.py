@@ -244,7 +244,6 @@ def test_the_mount_is_started_after_the_volume(tmp_path):
         assert mount and mount[0] > start, host.name
 
 
-
 def test_a_mount_point_whose_times_are_out_of_range_is_left_alone(tmp_path):
     """After a storage host's reboot, stat of the mounted volume once gave an access time in
     the year 4450228: the deploy only asks whether the mount point exists, not its times."""
